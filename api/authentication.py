@@ -1,0 +1,63 @@
+"""Who is calling: an API key (``Authorization: Bearer``) or a console session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.request import Request
+
+from openplatform.errors import Unauthenticated
+from tenants.models import ALL_SCOPES, Membership, Role
+from tenants.principals import Principal, authenticate, tenant_cache
+
+ROLE_SCOPES = {
+    Role.OWNER: frozenset(ALL_SCOPES),
+    Role.ADMIN: frozenset(ALL_SCOPES),
+    Role.DEVELOPER: frozenset(ALL_SCOPES),
+    Role.VIEWER: frozenset(),
+}
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer op_<prefix>_<secret>`` → (None, Principal), from the hot cache."""
+
+    def authenticate(self, request: Request) -> tuple[None, Principal] | None:
+        header = request.META.get("HTTP_AUTHORIZATION")
+        if not header:
+            return None  # let the session authenticator try; no credentials at all is a 401
+        return None, authenticate(header)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="openplatform"'
+
+
+class ConsoleSessionAuthentication(SessionAuthentication):
+    """A logged-in console user acts for the tenant chosen in the session, with the scopes of
+    their role. CSRF is enforced as for any session-authenticated write."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Principal] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user = result[0]
+        memberships = Membership.all_tenants.filter(user=user).select_related("tenant")
+        chosen = request._request.session.get("tenant_id")
+        membership = next(
+            (m for m in memberships if str(m.tenant_id) == chosen), memberships.first()
+        )
+        if membership is None:
+            raise Unauthenticated("This user belongs to no tenant.")
+        tenant_doc = tenant_cache.get(str(membership.tenant_id))
+        if tenant_doc is None or not tenant_doc["active"]:
+            raise Unauthenticated("This tenant is not active.")
+        principal = Principal(
+            key_id="",
+            prefix="",
+            tenant_id=str(membership.tenant_id),
+            scopes=ROLE_SCOPES[Role(membership.role)],
+            resources=(),
+            tenant=tenant_doc,
+            actor=f"user:{user.email}",
+        )
+        return user, principal

@@ -1,0 +1,107 @@
+"""The one tenant gate: every tenant endpoint subclasses one of these two views.
+
+Both resolve the caller (API key from the hot cache, or a console session), check the scope
+the HTTP method needs from ``scope_map``, and hand the handler its tenant. Subclasses declare
+only what differs. The control plane uses :class:`TenantAPIView` (DRF, sync); the data plane
+uses :class:`AsyncTenantAPIView`, which keeps DRF's schema metadata but runs on the event loop
+with nothing between the socket and the engine but authentication and JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from api.errors import platform_error_response, problem_response, to_platform_error
+from api.parsers import loads
+from api.renderers import dumps
+from openplatform.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from tenants.models import Tenant
+from tenants.principals import Principal, aauthenticate
+
+logger = logging.getLogger(__name__)
+
+READ = None  # any authenticated key may read metadata
+DEFAULT_SCOPE_MAP: dict[str, str | None] = {
+    "GET": READ,
+    "HEAD": READ,
+    "POST": "manage",
+    "PUT": "manage",
+    "PATCH": "manage",
+    "DELETE": "manage",
+}
+
+
+class TenantAPIView(APIView):
+    """A DRF view for one tenant's resources. ``self.principal`` is the caller and
+    ``self.tenant`` its Tenant row (loaded on first use)."""
+
+    scope_map: ClassVar[dict[str, str | None]] = DEFAULT_SCOPE_MAP
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.principal: Principal = request.auth
+        scope = self.scope_map.get(request.method or "GET")
+        if scope is not None:
+            self.principal.require_scope(scope)
+
+    @property
+    def tenant(self) -> Tenant:
+        cached = getattr(self, "_tenant", None)
+        if cached is None:
+            cached = self._tenant = Tenant.objects.select_related("plan").get(
+                pk=self.principal.tenant_id
+            )
+        return cached
+
+
+def json_response(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(dumps(data), status=status, content_type="application/json")
+
+
+class AsyncTenantAPIView(APIView):
+    """An async view for the hot path. Handlers are ``async def post(self, request, principal,
+    **kwargs)`` and return an HttpResponse; errors become problem+json here."""
+
+    scope_map: ClassVar[dict[str, str | None]] = DEFAULT_SCOPE_MAP
+
+    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
+        self.args, self.kwargs, self.request = args, kwargs, request
+        method = (request.method or "GET").upper()
+        handler = getattr(self, method.lower(), None) if method != "OPTIONS" else None
+        try:
+            if handler is None:
+                raise MethodNotAllowed(f"Method {method} is not allowed here.")
+            principal = await aauthenticate(request.META.get("HTTP_AUTHORIZATION"))
+            scope = self.scope_map.get(method)
+            if scope is not None:
+                principal.require_scope(scope)
+            return await handler(request, principal, *args, **kwargs)
+        except Exception as exc:
+            error = to_platform_error(exc)
+            if error is None:
+                logger.exception("unhandled error in %s %s", method, request.path)
+                return problem_response(
+                    500, "internal_error", "Internal server error", "An unexpected error occurred."
+                )
+            return platform_error_response(error)
+
+
+def read_json(request: HttpRequest, *, empty: Any = None) -> Any:
+    """The request's JSON body (``empty`` when there is none). 415 for another media type,
+    413 for a body over the server's limit, 400 for malformed JSON."""
+    try:
+        raw = request.body
+    except RequestDataTooBig as exc:
+        raise PayloadTooLarge("The request body is larger than the server accepts.") from exc
+    if not raw:
+        return empty if empty is not None else {}
+    content_type = request.content_type or ""
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType("Send the request body as application/json.")
+    return loads(raw)

@@ -1,0 +1,8 @@
+"""Local development: `./dev up` and `./dev manage`. Never used in production."""
+
+from openplatform.settings.base import *  # noqa: F403
+from openplatform.settings.base import env
+
+DEBUG = env("DEBUG", True)
+# A fixed, obviously-local key: dev data is throwaway and never reachable from outside.
+SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-key-never-used-in-production")  # noqa: S105

@@ -1,0 +1,220 @@
+"""Tenants, their people, plans and API keys, and the audit trail.
+
+Tenant-owned rows use :class:`TenantManager` as their default manager: it fails closed, so
+a query that forgot to name its tenant raises instead of reading every tenant's rows.
+Operator code that really means "all tenants" says so with ``Model.all_tenants``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
+from django.contrib.auth.models import PermissionsMixin
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+
+class TenantScopeError(RuntimeError):
+    """A tenant-owned model was queried without naming its tenant."""
+
+
+class TenantManager(models.Manager):
+    """The default manager of tenant-owned models: every query must start with for_tenant()."""
+
+    def get_queryset(self) -> models.QuerySet:
+        raise TenantScopeError(
+            f"{self.model.__name__} is tenant-owned: use "
+            f"{self.model.__name__}.objects.for_tenant(tenant) (or .all_tenants for operators)."
+        )
+
+    def for_tenant(self, tenant: Tenant | uuid.UUID) -> models.QuerySet:
+        """This tenant's rows only."""
+        tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
+        return super().get_queryset().filter(tenant_id=tenant_id)
+
+
+class Plan(models.Model):
+    """What a tenant may use. Operators edit plans in the admin; tenants see theirs."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=100)
+    max_message_bytes = models.PositiveIntegerField(default=256 * 1024)
+    max_queues = models.PositiveIntegerField(default=1000)
+    max_topics = models.PositiveIntegerField(default=1000)
+    max_subscriptions = models.PositiveIntegerField(default=1000)
+    max_api_keys = models.PositiveIntegerField(default=100)
+    monthly_messages = models.BigIntegerField(
+        null=True, blank=True, help_text="Messages per calendar month; empty means unlimited."
+    )
+    publish_rate_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Published messages per second; empty means unlimited."
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+    def quotas(self) -> dict[str, Any]:
+        return {
+            "max_message_bytes": self.max_message_bytes,
+            "max_queues": self.max_queues,
+            "max_topics": self.max_topics,
+            "max_subscriptions": self.max_subscriptions,
+            "max_api_keys": self.max_api_keys,
+            "monthly_messages": self.monthly_messages,
+            "publish_rate_per_second": self.publish_rate_per_second,
+        }
+
+
+class Tenant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=64, unique=True)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("A user needs an email address.")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.update(is_staff=True, is_superuser=True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person: logs in to the console with an email address."""
+
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=150, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False, help_text="May use the operators' admin.")
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    VIEWER = "viewer"
+
+
+class Membership(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.tenant}"
+
+
+class Scope(models.TextChoices):
+    PUBLISH = "publish"
+    CONSUME = "consume"
+    MANAGE = "manage"
+
+
+ALL_SCOPES = [Scope.PUBLISH.value, Scope.CONSUME.value, Scope.MANAGE.value]
+
+
+class ApiKey(models.Model):
+    """A credential ``op_<prefix>_<secret>``: the prefix finds the row, only a hash of the
+    secret is kept, so a database leak reveals no usable key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64, help_text="SHA-256 of the secret, hex.")
+    scopes = ArrayField(models.CharField(max_length=16, choices=Scope.choices))
+    resources = ArrayField(
+        models.CharField(max_length=200),
+        default=list,
+        blank=True,
+        help_text='Patterns like "queue:orders" or "topic:events.*"; empty means all.',
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} (op_{self.prefix}_…)"
+
+
+class AuditEvent(models.Model):
+    """Who changed what, written in the same transaction as the change."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.CharField(max_length=200, help_text='"user:<email>", "key:<prefix>", ...')
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=32)
+    target_id = models.CharField(max_length=200)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.target_type}:{self.target_id}"
+
+
+class UsageRecord(models.Model):
+    """One tenant's traffic in one hour, rolled up from the counters the data plane keeps in
+    Redis."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
+    hour = models.DateTimeField()
+    published = models.BigIntegerField(default=0)
+    published_bytes = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    acked = models.BigIntegerField(default=0)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "hour"], name="usage_unique_hour")]
