@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.views import fallback, keys, tenant
+from api.views import fallback, keys, messages, tenant
 
 urlpatterns = [
     path("keys", keys.KeyListCreateView.as_view(), name="keys"),
@@ -11,6 +11,37 @@ urlpatterns = [
     path("tenant", tenant.TenantView.as_view(), name="tenant"),
     path("usage", tenant.UsageView.as_view(), name="usage"),
     path("audit-events", tenant.AuditEventListView.as_view(), name="audit-events"),
+    # the data plane (async)
+    path("queues/<str:queue>/messages", messages.QueuePublishView.as_view(), name="queue-messages"),
+    path("queues/<str:queue>/pull", messages.QueuePullView.as_view(), name="queue-pull"),
+    path("queues/<str:queue>/ack", messages.QueueAckView.as_view(), name="queue-ack"),
+    path("queues/<str:queue>/nack", messages.QueueNackView.as_view(), name="queue-nack"),
+    path(
+        "queues/<str:queue>/modify-deadline",
+        messages.QueueModifyDeadlineView.as_view(),
+        name="queue-modify-deadline",
+    ),
+    path("topics/<str:topic>/messages", messages.TopicPublishView.as_view(), name="topic-messages"),
+    path(
+        "subscriptions/<str:subscription>/pull",
+        messages.SubscriptionPullView.as_view(),
+        name="subscription-pull",
+    ),
+    path(
+        "subscriptions/<str:subscription>/ack",
+        messages.SubscriptionAckView.as_view(),
+        name="subscription-ack",
+    ),
+    path(
+        "subscriptions/<str:subscription>/nack",
+        messages.SubscriptionNackView.as_view(),
+        name="subscription-nack",
+    ),
+    path(
+        "subscriptions/<str:subscription>/modify-deadline",
+        messages.SubscriptionModifyDeadlineView.as_view(),
+        name="subscription-modify-deadline",
+    ),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^(?P<rest>.*)$", fallback.not_found),

@@ -1,0 +1,432 @@
+"""The data plane: publish, pull, ack, nack and modify-deadline.
+
+These views run on the event loop and, when warm, make no PostgreSQL query: the API key, the
+tenant's limits and the queue/topic/subscription come from the hot cache, and each operation
+is one Lua script call (a publish is one Redis round trip). A pull with ``wait_seconds``
+sleeps on an asyncio.Event until the publish script announces messages (queues.engine.waiters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+
+from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, problem
+from api.views.base import AsyncTenantAPIView, json_response, read_json
+from openplatform.errors import InvalidRequest
+from openplatform.redis_client import get_async_redis
+from queues.engine import dataplane
+from queues.engine.messages import now_ms, validate_batch
+from queues.engine.targets import (
+    Consumer,
+    queue_consumer,
+    queue_destination,
+    subscription_consumer,
+    topic_destination,
+)
+from queues.engine.waiters import get_notifier
+from queues.models import MAX_VISIBILITY_TIMEOUT
+from queues.selectors import aresource_doc
+from tenants.principals import Principal
+
+MAX_WAIT_SECONDS = 20
+DEFAULT_MAX_MESSAGES = 10
+
+
+# --- schema shapes ----------------------------------------------------------------------------
+
+
+class MessageInSerializer(serializers.Serializer):
+    body = serializers.JSONField(required=False, help_text="Any JSON value (or use body_base64).")
+    body_base64 = serializers.CharField(required=False, help_text="A binary payload, base64.")
+    attributes = serializers.DictField(child=serializers.CharField(), required=False)
+    key = serializers.CharField(required=False, help_text="On topics it picks the partition.")
+    delay_seconds = serializers.IntegerField(required=False, min_value=0, max_value=900)
+    dedup_id = serializers.CharField(required=False, max_length=128)
+
+
+class PublishBatchSerializer(serializers.Serializer):
+    messages = MessageInSerializer(many=True)
+
+
+class PublishedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    partition = serializers.IntegerField()
+    offset = serializers.CharField(allow_null=True, help_text="null while the message is delayed")
+    duplicate = serializers.BooleanField()
+
+
+class MessageOutSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    ack_id = serializers.CharField()
+    body = serializers.JSONField(required=False)
+    body_base64 = serializers.CharField(required=False)
+    attributes = serializers.DictField(child=serializers.CharField())
+    key = serializers.CharField(allow_null=True)
+    publish_time = serializers.DateTimeField()
+    delivery_attempt = serializers.IntegerField()
+    partition = serializers.IntegerField()
+    offset = serializers.CharField()
+
+
+PUBLISHED = inline_serializer("PublishResult", {"messages": PublishedSerializer(many=True)})
+PULLED = inline_serializer("PullResult", {"messages": MessageOutSerializer(many=True)})
+PUBLISH_ERRORS = {
+    **INVALID,
+    **AUTH_ERRORS,
+    **NOT_FOUND,
+    413: problem("payload_too_large: a message is over the tenant's size limit; none stored"),
+    415: problem("unsupported_media_type: the body is not application/json"),
+    **UNAVAILABLE,
+}
+CONSUME_ERRORS = {**INVALID, **AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE}
+
+
+class PullInSerializer(serializers.Serializer):
+    max_messages = serializers.IntegerField(min_value=1, max_value=100, default=10)
+    wait_seconds = serializers.IntegerField(min_value=0, max_value=20, default=0)
+    visibility_timeout = serializers.IntegerField(min_value=0, max_value=43200, required=False)
+
+
+class AckInSerializer(serializers.Serializer):
+    ack_ids = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=1000)
+
+
+class NackInSerializer(AckInSerializer):
+    delay_seconds = serializers.IntegerField(min_value=0, max_value=43200, required=False)
+
+
+class DeadlineInSerializer(AckInSerializer):
+    seconds = serializers.IntegerField(min_value=0, max_value=43200)
+
+
+ACKED = inline_serializer(
+    "AckResult",
+    {
+        "acked": serializers.IntegerField(),
+        "stale": serializers.ListField(child=serializers.CharField()),
+    },
+)
+NACKED = inline_serializer(
+    "NackResult",
+    {
+        "nacked": serializers.IntegerField(),
+        "stale": serializers.ListField(child=serializers.CharField()),
+    },
+)
+MODIFIED = inline_serializer(
+    "ModifyDeadlineResult",
+    {
+        "modified": serializers.IntegerField(),
+        "stale": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+# --- request helpers --------------------------------------------------------------------------
+
+
+def _int_field(
+    body: dict[str, Any], name: str, low: int, high: int, default: int | None
+) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(
+            f"{name} must be an integer from {low} to {high}.",
+            errors=[{"field": name, "detail": f"An integer from {low} to {high}."}],
+        )
+    return value
+
+
+def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    unknown = body.keys() - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidRequest(
+            f"Unknown field '{name}'.", errors=[{"field": name, "detail": "Unknown field."}]
+        )
+    return body
+
+
+async def _queue_consumer(principal: Principal, name: str) -> Consumer:
+    doc = await aresource_doc(principal.tenant_id, "queue", name)
+    principal.require_resource("queue", name)
+    return queue_consumer(principal.tenant_id, doc)
+
+
+async def _subscription_consumer(principal: Principal, name: str) -> Consumer:
+    doc = await aresource_doc(principal.tenant_id, "subscription", name)
+    if not principal.may_access("subscription", name) and not principal.may_access(
+        "topic", doc["topic"]["name"]
+    ):
+        principal.require_resource("subscription", name)
+    return subscription_consumer(principal.tenant_id, doc)
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+
+async def _publish(
+    request: HttpRequest, principal: Principal, kind: str, name: str
+) -> HttpResponse:
+    doc = await aresource_doc(principal.tenant_id, kind, name)
+    principal.require_resource(kind, name)
+    now = now_ms()
+    messages = validate_batch(
+        read_json(request), max_message_bytes=principal.tenant["max_message_bytes"], now_ms=now
+    )
+    if kind == "queue":
+        dest = queue_destination(principal.tenant_id, doc)
+    else:
+        dest = topic_destination(principal.tenant_id, doc)
+    result = await dataplane.apublish(get_async_redis(), dest, messages, now)
+    return json_response({"messages": result}, status=201)
+
+
+class QueuePublishView(AsyncTenantAPIView):
+    scope_map = {"POST": "publish", "GET": "consume"}
+
+    @extend_schema(
+        operation_id="queue_messages_publish",
+        request=PublishBatchSerializer,
+        responses={201: PUBLISHED, **PUBLISH_ERRORS},
+        description=(
+            "Publish one message (the body is a message object) or a batch "
+            '(`{"messages": [...]}`, 1..100). All or nothing: an invalid message rejects the '
+            "whole request and nothing is stored. A 201 means every message is in Redis."
+        ),
+    )
+    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        return await _publish(request, principal, "queue", queue)
+
+
+class TopicPublishView(AsyncTenantAPIView):
+    scope_map = {"POST": "publish", "GET": "consume"}
+
+    @extend_schema(
+        operation_id="topic_messages_publish",
+        request=PublishBatchSerializer,
+        responses={201: PUBLISHED, **PUBLISH_ERRORS},
+        description=(
+            "Publish to a topic: every subscription receives each message that matches its "
+            "filter. A message's key picks its partition (same key, same partition, in order)."
+        ),
+    )
+    async def post(self, request: HttpRequest, principal: Principal, topic: str) -> HttpResponse:
+        return await _publish(request, principal, "topic", topic)
+
+
+# --- pull -------------------------------------------------------------------------------------
+
+
+async def pull_messages(
+    consumer: Consumer, *, count: int, wait_seconds: int, visibility_ms: int | None
+) -> list[dict[str, Any]]:
+    """Lease up to ``count`` messages, waiting up to ``wait_seconds`` for the first one."""
+    client = get_async_redis()
+    pulled = await dataplane.apull(
+        client, consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms
+    )
+    if pulled.messages or wait_seconds <= 0:
+        return pulled.messages
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    async with get_notifier().watch(consumer.channel) as woken:
+        while True:
+            # Pull again now that the subscription is confirmed: a publish between the first
+            # pull and the subscription would otherwise go unheard.
+            woken.clear()
+            now = now_ms()
+            pulled = await dataplane.apull(
+                client, consumer, count=count, now_ms=now, visibility_ms=visibility_ms
+            )
+            remaining = deadline - loop.time()
+            if pulled.messages or remaining <= 0:
+                return pulled.messages
+            if pulled.next_due_ms is not None:
+                # a delayed message, an expiring lease or a backoff ends before the wait does
+                remaining = min(remaining, max(pulled.next_due_ms - now, 0) / 1000 + 0.002)
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                if loop.time() >= deadline:
+                    return []
+
+
+async def _pull(request: HttpRequest, consumer: Consumer) -> HttpResponse:
+    body = _object(read_json(request), {"max_messages", "wait_seconds", "visibility_timeout"})
+    count = _int_field(body, "max_messages", 1, dataplane.MAX_PULL, DEFAULT_MAX_MESSAGES)
+    wait = _int_field(body, "wait_seconds", 0, MAX_WAIT_SECONDS, 0)
+    visibility = _int_field(body, "visibility_timeout", 0, MAX_VISIBILITY_TIMEOUT, None)
+    messages = await pull_messages(
+        consumer,
+        count=count or DEFAULT_MAX_MESSAGES,
+        wait_seconds=wait or 0,
+        visibility_ms=None if visibility is None else visibility * 1000,
+    )
+    return json_response({"messages": messages})
+
+
+PULL_DESCRIPTION = (
+    "Lease up to max_messages for the visibility timeout. With wait_seconds > 0 the call "
+    "returns as soon as a message is available, or with an empty list when the wait ends."
+)
+
+
+class QueuePullView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="queue_pull",
+        request=PullInSerializer,
+        responses={200: PULLED, **CONSUME_ERRORS},
+        description=PULL_DESCRIPTION,
+    )
+    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        return await _pull(request, await _queue_consumer(principal, queue))
+
+
+class SubscriptionPullView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="subscription_pull",
+        request=PullInSerializer,
+        responses={200: PULLED, **CONSUME_ERRORS},
+        description=PULL_DESCRIPTION,
+    )
+    async def post(
+        self, request: HttpRequest, principal: Principal, subscription: str
+    ) -> HttpResponse:
+        return await _pull(request, await _subscription_consumer(principal, subscription))
+
+
+# --- ack, nack, modify-deadline ---------------------------------------------------------------
+
+
+async def _settle(request: HttpRequest, consumer: Consumer, mode: str) -> HttpResponse:
+    if mode == "ack":
+        body = _object(read_json(request), {"ack_ids"})
+        ms = 0
+    elif mode == "nack":
+        body = _object(read_json(request), {"ack_ids", "delay_seconds"})
+        delay = _int_field(body, "delay_seconds", 0, MAX_VISIBILITY_TIMEOUT, None)
+        ms = -1 if delay is None else delay * 1000
+    else:
+        body = _object(read_json(request), {"ack_ids", "seconds"})
+        if "seconds" not in body:
+            raise InvalidRequest(
+                "seconds is required.", errors=[{"field": "seconds", "detail": "Required."}]
+            )
+        ms = (_int_field(body, "seconds", 0, MAX_VISIBILITY_TIMEOUT, None) or 0) * 1000
+    ack_ids = body.get("ack_ids")
+    settled, stale = await dataplane.asettle(
+        get_async_redis(), consumer, mode, ack_ids, ms=ms, now_ms=now_ms()
+    )  # type: ignore[arg-type]
+    word = {"ack": "acked", "nack": "nacked", "deadline": "modified"}[mode]
+    return json_response({word: settled, "stale": stale})
+
+
+ACK_DESCRIPTION = (
+    "Acknowledge leased messages. An ack id whose lease expired (the message may be with "
+    "another consumer now) is returned in `stale` and changes nothing; acking twice is harmless."
+)
+NACK_DESCRIPTION = (
+    "Return leased messages: they are deliverable again after delay_seconds (default: the "
+    "retry backoff policy), or go to the dead-letter queue at max_delivery_attempts."
+)
+DEADLINE_DESCRIPTION = "Extend or shorten leases; 0 makes the messages deliverable now."
+
+
+class QueueAckView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="queue_ack",
+        request=AckInSerializer,
+        responses={200: ACKED, **CONSUME_ERRORS},
+        description=ACK_DESCRIPTION,
+    )
+    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        return await _settle(request, await _queue_consumer(principal, queue), "ack")
+
+
+class QueueNackView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="queue_nack",
+        request=NackInSerializer,
+        responses={200: NACKED, **CONSUME_ERRORS},
+        description=NACK_DESCRIPTION,
+    )
+    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        return await _settle(request, await _queue_consumer(principal, queue), "nack")
+
+
+class QueueModifyDeadlineView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="queue_modify_deadline",
+        request=DeadlineInSerializer,
+        responses={200: MODIFIED, **CONSUME_ERRORS},
+        description=DEADLINE_DESCRIPTION,
+    )
+    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        return await _settle(request, await _queue_consumer(principal, queue), "deadline")
+
+
+class SubscriptionAckView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="subscription_ack",
+        request=AckInSerializer,
+        responses={200: ACKED, **CONSUME_ERRORS},
+        description=ACK_DESCRIPTION,
+    )
+    async def post(
+        self, request: HttpRequest, principal: Principal, subscription: str
+    ) -> HttpResponse:
+        return await _settle(request, await _subscription_consumer(principal, subscription), "ack")
+
+
+class SubscriptionNackView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="subscription_nack",
+        request=NackInSerializer,
+        responses={200: NACKED, **CONSUME_ERRORS},
+        description=NACK_DESCRIPTION,
+    )
+    async def post(
+        self, request: HttpRequest, principal: Principal, subscription: str
+    ) -> HttpResponse:
+        return await _settle(request, await _subscription_consumer(principal, subscription), "nack")
+
+
+class SubscriptionModifyDeadlineView(AsyncTenantAPIView):
+    scope_map = {"POST": "consume"}
+
+    @extend_schema(
+        operation_id="subscription_modify_deadline",
+        request=DeadlineInSerializer,
+        responses={200: MODIFIED, **CONSUME_ERRORS},
+        description=DEADLINE_DESCRIPTION,
+    )
+    async def post(
+        self, request: HttpRequest, principal: Principal, subscription: str
+    ) -> HttpResponse:
+        return await _settle(
+            request, await _subscription_consumer(principal, subscription), "deadline"
+        )

@@ -1,0 +1,277 @@
+"""Publish, pull and settle: the hot path. Each operation is one Lua script call (one Redis
+round trip); the functions here only build its KEYS/ARGV and read its answer, so the sync and
+async entry points share everything but the await."""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from openplatform.errors import InvalidRequest
+from queues.engine import scripts
+from queues.engine.messages import Outgoing, delivered
+from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
+
+MAX_PULL = 100
+MAX_ACK_IDS = 1000
+_round_robin = itertools.count()
+
+
+def _hour(now_ms: int) -> str:
+    return str(now_ms // 3_600_000)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of a keyed message: stable for a key, whatever process publishes."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+
+def publish_call(
+    dest: Destination, messages: Sequence[Outgoing], now_ms: int
+) -> tuple[list[str], list[Any]]:
+    partitions = dest.partitions
+    slots: dict[int, int] = {}
+    keys: list[str] = [dest.usage]
+    per_message: list[Any] = []
+    dedup_keys: list[str] = []
+    dedup_index: dict[str, int] = {}
+    for m in messages:
+        if partitions == 1:
+            p = 0
+        elif m.key:
+            p = partition_for(m.key, partitions)
+        else:
+            p = next(_round_robin) % partitions
+        slot = slots.get(p)
+        if slot is None:
+            slot = slots[p] = len(slots) + 1
+        d = 0
+        if m.dedup_id is not None:
+            d = dedup_index.get(m.dedup_id, 0)
+            if not d:
+                dedup_keys.append(dest.dedup_prefix + m.dedup_id)
+                d = dedup_index[m.dedup_id] = len(dedup_keys)
+        delay = m.delay_seconds if m.delay_seconds is not None else dest.default_delay
+        due = now_ms + delay * 1000 if delay > 0 else 0
+        per_message += (slot, d, due, m.id, m.body, m.encoding, m.attributes, m.key, p)
+    for p in slots:  # dicts keep insertion order: slot j is the j-th partition added
+        keys += (dest.streams[p], dest.delays[p])
+    keys += dedup_keys
+    args: list[Any] = [
+        now_ms,
+        len(slots),
+        len(messages),
+        DEDUP_WINDOW_SECONDS,
+        _hour(now_ms),
+        dest.channel,
+        "all" if dest.fanout else "",
+    ]
+    return keys, args + per_message
+
+
+def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for duplicate, record in raw:
+        message_id, partition, offset = record.decode().split("\n")
+        out.append(
+            {
+                "id": message_id,
+                "partition": int(partition),
+                "offset": offset or None,
+                "duplicate": bool(duplicate),
+            }
+        )
+    return out
+
+
+def publish(
+    client: redis.Redis, dest: Destination, messages: Sequence[Outgoing], now_ms: int
+) -> list[dict[str, Any]]:
+    """Store validated messages (one round trip). Returns per message id, partition, offset
+    (None while delayed) and whether it was a duplicate within the dedup window."""
+    keys, args = publish_call(dest, messages, now_ms)
+    return publish_result(scripts.PUBLISH.run(client, keys, args))
+
+
+async def apublish(
+    client: aioredis.Redis, dest: Destination, messages: Sequence[Outgoing], now_ms: int
+) -> list[dict[str, Any]]:
+    keys, args = publish_call(dest, messages, now_ms)
+    return publish_result(await scripts.PUBLISH.arun(client, keys, args))
+
+
+# --- pull -------------------------------------------------------------------------------------
+
+
+def _consumer_keys(c: Consumer) -> list[str]:
+    keys: list[str] = []
+    for p in range(c.partitions):
+        keys += (c.streams[p], c.delays[p], c.leases[p], c.retries[p])
+    keys.append(c.usage)
+    if c.dlq_stream:
+        keys.append(c.dlq_stream)
+    return keys
+
+
+def pull_call(
+    c: Consumer, count: int, visibility_ms: int | None, now_ms: int
+) -> tuple[list[str], list[Any]]:
+    first = next(_round_robin) % c.partitions if c.partitions > 1 else 0
+    args = [
+        now_ms,
+        count,
+        c.visibility_ms if visibility_ms is None else visibility_ms,
+        c.group,
+        c.max_attempts,
+        c.backoff_min_ms,
+        c.backoff_max_ms,
+        c.partitions,
+        first,
+        c.filter_json,
+        c.label,
+        1 if c.is_queue else 0,
+        _hour(now_ms),
+        c.dlq_channel,
+    ]
+    return _consumer_keys(c), args
+
+
+@dataclass(slots=True)
+class Pulled:
+    messages: list[dict[str, Any]]
+    next_due_ms: int | None  # when nothing was delivered: when something may become due
+
+
+def pull_result(raw: list[Any]) -> Pulled:
+    next_due, entries = raw
+    messages = []
+    for partition, entry_id, attempt, fields in entries:
+        offset = entry_id.decode()
+        messages.append(
+            delivered(
+                fields,
+                partition=partition,
+                offset=offset,
+                attempt=attempt,
+                ack_id=f"{partition}.{offset}.{attempt}",
+            )
+        )
+    return Pulled(messages, None if next_due < 0 else int(next_due))
+
+
+def pull(
+    client: redis.Redis, c: Consumer, *, count: int, now_ms: int, visibility_ms: int | None = None
+) -> Pulled:
+    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout."""
+    keys, args = pull_call(c, count, visibility_ms, now_ms)
+    return pull_result(scripts.PULL.run(client, keys, args))
+
+
+async def apull(
+    client: aioredis.Redis,
+    c: Consumer,
+    *,
+    count: int,
+    now_ms: int,
+    visibility_ms: int | None = None,
+) -> Pulled:
+    keys, args = pull_call(c, count, visibility_ms, now_ms)
+    return pull_result(await scripts.PULL.arun(client, keys, args))
+
+
+# --- ack, nack, modify-deadline ---------------------------------------------------------------
+
+
+def parse_ack_ids(ack_ids: Any, partitions: int) -> list[tuple[int, str, int]]:
+    """``<partition>.<offset>.<attempt>`` → tuples; 400 naming every malformed one."""
+    if not isinstance(ack_ids, list) or not 1 <= len(ack_ids) <= MAX_ACK_IDS:
+        raise InvalidRequest(
+            f"ack_ids must be a list of 1 to {MAX_ACK_IDS} ack ids.",
+            errors=[{"field": "ack_ids", "detail": f"1 to {MAX_ACK_IDS} ack ids."}],
+        )
+    parsed: list[tuple[int, str, int]] = []
+    problems = []
+    for index, ack_id in enumerate(ack_ids):
+        try:
+            if not isinstance(ack_id, str):
+                raise ValueError
+            p, offset, attempt = ack_id.split(".")
+            partition, tries = int(p), int(attempt)
+            ms, seq = offset.split("-")
+            if not (0 <= partition < partitions and tries >= 1 and ms.isdigit() and seq.isdigit()):
+                raise ValueError
+        except ValueError:
+            problems.append(
+                {
+                    "index": index,
+                    "field": "ack_ids",
+                    "detail": "Not an ack id of this queue or subscription.",
+                }
+            )
+            continue
+        parsed.append((partition, offset, tries))
+    if problems:
+        raise InvalidRequest(f"Invalid ack id at index {problems[0]['index']}.", errors=problems)
+    return parsed
+
+
+def settle_call(
+    c: Consumer, mode: str, ack_ids: list[tuple[int, str, int]], ms: int, now_ms: int
+) -> tuple[list[str], list[Any]]:
+    keys: list[str] = []
+    for p in range(c.partitions):
+        keys += (c.streams[p], c.leases[p], c.retries[p])
+    keys.append(c.usage)
+    if c.dlq_stream:
+        keys.append(c.dlq_stream)
+    args: list[Any] = [
+        mode,
+        now_ms,
+        c.group,
+        c.partitions,
+        1 if c.is_queue else 0,
+        ms,
+        c.max_attempts,
+        c.backoff_min_ms,
+        c.backoff_max_ms,
+        c.label,
+        _hour(now_ms),
+        c.channel,
+        c.dlq_channel,
+    ]
+    for partition, offset, attempt in ack_ids:
+        args += (partition, offset, attempt)
+    return keys, args
+
+
+def settle_result(raw: list[Any], ack_ids: list[Any]) -> tuple[int, list[str]]:
+    settled, stale = raw
+    return int(settled), [ack_ids[i] for i in stale]
+
+
+def settle(
+    client: redis.Redis, c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
+) -> tuple[int, list[str]]:
+    """``mode`` is 'ack', 'nack' (``ms`` delay, -1 for the backoff policy) or 'deadline'
+    (``ms`` new lease length; 0 makes the messages deliverable now). Returns how many were
+    settled and the stale ack ids."""
+    parsed = parse_ack_ids(ack_ids, c.partitions)
+    keys, args = settle_call(c, mode, parsed, ms, now_ms)
+    return settle_result(scripts.SETTLE.run(client, keys, args), ack_ids)
+
+
+async def asettle(
+    client: aioredis.Redis, c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
+) -> tuple[int, list[str]]:
+    parsed = parse_ack_ids(ack_ids, c.partitions)
+    keys, args = settle_call(c, mode, parsed, ms, now_ms)
+    return settle_result(await scripts.SETTLE.arun(client, keys, args), ack_ids)

@@ -1,0 +1,142 @@
+-- Lease up to `count` messages to a caller of a queue or a subscription (count 0: only do the
+-- housekeeping: due delays into the stream, expired leases to backoff or dead letters).
+--
+-- KEYS[4p-3..4p]  stream, delay set, lease set, retry set of partition p (p = 1..P)
+-- KEYS[4P+1]      usage counters hash      KEYS[4P+2]  dead-letter stream (when configured)
+-- ARGV[1] now (ms)  ARGV[2] count  ARGV[3] visibility (ms)  ARGV[4] consumer group
+-- ARGV[5] max delivery attempts (0: unlimited)  ARGV[6], ARGV[7] backoff min, max (ms)
+-- ARGV[8] P  ARGV[9] first partition to look at (0-based, rotates fairness)
+-- ARGV[10] attribute filter as JSON ('' none)  ARGV[11] dead-letter source label
+-- ARGV[12] '1' for a queue (entries are deleted once settled)  ARGV[13] usage hour
+-- ARGV[14] dead-letter queue's channel ('' none)
+-- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}...}.
+-- An expired lease whose message was delivered max-attempts times goes to the dead-letter
+-- stream here, in the same step that finds it expired: never delivered once more.
+local now = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local vis = tonumber(ARGV[3])
+local group = ARGV[4]
+local max_attempts = tonumber(ARGV[5])
+local bmin, bmax = tonumber(ARGV[6]), tonumber(ARGV[7])
+local P = tonumber(ARGV[8])
+local first = tonumber(ARGV[9])
+local filter = nil
+if ARGV[10] ~= '' then filter = cjson.decode(ARGV[10]) end
+local source = ARGV[11]
+local is_queue = ARGV[12] == '1'
+local dlq = KEYS[4 * P + 2]
+local out = {}
+local got, dead = 0, 0
+local housekeeping = 200
+
+for step = 0, P - 1 do
+  local p = (first + step) % P
+  local stream, delay, lease, retry = KEYS[4 * p + 1], KEYS[4 * p + 2], KEYS[4 * p + 3], KEYS[4 * p + 4]
+
+  -- 1. Delayed messages that are due join the stream.
+  local due = redis.call('ZRANGEBYSCORE', delay, '-inf', now, 'LIMIT', 0, 500)
+  for _, packed in ipairs(due) do
+    redis.call('XADD', stream, '*', unpack(cmsgpack.unpack(packed)))
+    redis.call('ZREM', delay, packed)
+  end
+
+  -- 2. Expired leases: dead-letter, wait out the backoff, or deliver again.
+  local again = {}
+  local expired = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'WITHSCORES', 'LIMIT', 0, want + housekeeping)
+  for i = 1, #expired, 2 do
+    local id = expired[i]
+    local deadline = tonumber(expired[i + 1])
+    local count = pending_count(stream, group, id)
+    if count == nil then
+      redis.call('ZREM', lease, id)
+    elseif max_attempts > 0 and count >= max_attempts and dlq then
+      dead = dead + dead_letter(stream, group, lease, retry, id, count, dlq, source,
+        'max_delivery_attempts', is_queue)
+    else
+      local wait = backoff_ms(count, bmin, bmax)
+      if deadline + wait > now or #again + got >= want then
+        redis.call('ZREM', lease, id)
+        redis.call('ZADD', retry, deadline + wait, id)
+      else
+        again[#again + 1] = {id, count, lease}
+      end
+    end
+  end
+
+  -- 3. Messages whose backoff is over.
+  if #again + got < want then
+    local ready = redis.call('ZRANGEBYSCORE', retry, '-inf', now, 'LIMIT', 0, want - got - #again)
+    for _, id in ipairs(ready) do
+      local count = pending_count(stream, group, id)
+      if count == nil then
+        redis.call('ZREM', retry, id)
+      else
+        again[#again + 1] = {id, count, retry}
+      end
+    end
+  end
+
+  -- 4. Deliver them again: XCLAIM counts the new delivery.
+  for _, item in ipairs(again) do
+    local id, count, from = item[1], item[2], item[3]
+    redis.call('ZREM', from, id)
+    local claimed = redis.call('XCLAIM', stream, group, 'c', 0, id)
+    if #claimed == 0 or not claimed[1] or claimed[1] == false or not claimed[1][2] then
+      redis.call('XACK', stream, group, id)  -- the entry was trimmed by retention
+    else
+      redis.call('ZADD', lease, now + vis, id)
+      out[#out + 1] = {p, id, count + 1, claimed[1][2]}
+      got = got + 1
+    end
+  end
+
+  -- 5. New messages.
+  local rounds = 0
+  while got < want and rounds < 10 do
+    rounds = rounds + 1
+    local need = want - got
+    if filter then need = math.max(need, 50) end
+    local read = redis.call('XREADGROUP', 'GROUP', group, 'c', 'COUNT', need, 'STREAMS', stream, '>')
+    if not read or not read[1] then break end
+    local entries = read[1][2]
+    if #entries == 0 then break end
+    for _, entry in ipairs(entries) do
+      local id, fields = entry[1], entry[2]
+      if got >= want then
+        -- Read ahead while skipping filtered entries: hand the rest back undelivered, with
+        -- their delivery count reset so their first real delivery is attempt 1.
+        redis.call('XCLAIM', stream, group, 'c', 0, id, 'RETRYCOUNT', 0, 'JUSTID')
+        redis.call('ZADD', retry, now, id)
+      elseif filter and not attrs_match(fields, filter) then
+        redis.call('XACK', stream, group, id)
+      else
+        redis.call('ZADD', lease, now + vis, id)
+        out[#out + 1] = {p, id, 1, fields}
+        got = got + 1
+      end
+    end
+    if #entries < need then break end
+  end
+  if got >= want and want > 0 then break end
+end
+
+if got > 0 then redis.call('HINCRBY', KEYS[4 * P + 1], ARGV[13] .. ':d', got) end
+if dead > 0 and ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], dead) end
+
+-- When nothing was delivered, tell a long poll when the next message becomes due.
+local next_due = -1
+if got == 0 then
+  for p = 0, P - 1 do
+    for _, set in ipairs({KEYS[4 * p + 2], KEYS[4 * p + 3], KEYS[4 * p + 4]}) do
+      local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+      if #head > 0 then
+        local at = tonumber(head[2])
+        if set == KEYS[4 * p + 3] then
+          at = at + backoff_ms(1, bmin, bmax)
+        end
+        if next_due < 0 or at < next_due then next_due = at end
+      end
+    end
+  end
+end
+return {next_due, out}

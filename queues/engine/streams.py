@@ -1,0 +1,376 @@
+"""Everything else the engine does to streams: create and delete their Redis structures,
+stats, peeking, reading the log, purge, redrive, seek, retention, positions and rebuilds.
+These serve the control plane and Celery, so they are synchronous."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import ResponseError
+
+from queues.engine import scripts
+from queues.engine.messages import delivered, fields_dict
+from queues.engine.targets import (
+    QUEUE_GROUP,
+    Consumer,
+    queue_keys,
+    subscription_group,
+    subscription_partition_keys,
+    topic_partition_keys,
+)
+
+MAX_ID = "18446744073709551615"
+
+
+def _create_group(client: redis.Redis, stream: str, group: str, start: str) -> bool:
+    """Create a consumer group (and its stream); False when it already existed."""
+    try:
+        client.xgroup_create(stream, group, start, mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        return False
+    return True
+
+
+def queue_create(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
+    _create_group(client, queue_keys(tenant_id, queue_id)["stream"], QUEUE_GROUP, "0")
+
+
+def queue_delete(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
+    keys = queue_keys(tenant_id, queue_id)
+    client.delete(keys["stream"], keys["delay"], keys["lease"], keys["retry"])
+    _delete_matching(client, keys["dedup"] + "*")
+
+
+def _delete_matching(client: redis.Redis, pattern: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+
+
+def subscription_create(
+    client: redis.Redis,
+    tenant_id: str,
+    topic_id: str,
+    partitions: int,
+    subscription_id: str,
+    start_at: str,
+) -> None:
+    start = "0" if start_at == "earliest" else "$"
+    group = subscription_group(subscription_id)
+    for p in range(partitions):
+        _create_group(client, topic_partition_keys(tenant_id, topic_id, p)["stream"], group, start)
+
+
+def subscription_delete(
+    client: redis.Redis, tenant_id: str, topic_id: str, partitions: int, subscription_id: str
+) -> None:
+    group = subscription_group(subscription_id)
+    pipe = client.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.xgroup_destroy(topic_partition_keys(tenant_id, topic_id, p)["stream"], group)
+        own = subscription_partition_keys(tenant_id, subscription_id, p)
+        pipe.delete(own["lease"], own["retry"])
+    pipe.execute(raise_on_error=False)
+
+
+def topic_delete(client: redis.Redis, tenant_id: str, topic_id: str, partitions: int) -> None:
+    keys = []
+    for p in range(partitions):
+        part = topic_partition_keys(tenant_id, topic_id, p)
+        keys += [part["stream"], part["delay"]]
+    client.delete(*keys)
+    from queues.engine.targets import topic_dedup_prefix
+
+    _delete_matching(client, topic_dedup_prefix(tenant_id, topic_id) + "*")
+
+
+# --- stats ------------------------------------------------------------------------------------
+
+
+def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, int]:
+    """available / in_flight / delayed / oldest_age_seconds, summed over partitions.
+
+    available counts messages a pull would deliver now (new, expired leases, retries due);
+    in_flight counts held leases; delayed counts delayed messages and retries still backing
+    off; the oldest age is that of the oldest message not yet acknowledged."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(c.partitions):
+        stream = c.streams[p]
+        pipe.xinfo_groups(stream)
+        pipe.xlen(stream)
+        pipe.zcard(c.leases[p])
+        pipe.zcount(c.leases[p], "-inf", now_ms)
+        pipe.zcard(c.retries[p])
+        pipe.zcount(c.retries[p], "-inf", now_ms)
+        pipe.zcard(c.delays[p])
+        pipe.xpending(stream, c.group)
+        pipe.xrange(stream, count=1)
+    results = pipe.execute(raise_on_error=False)
+    available = in_flight = delayed = 0
+    oldest_ms: int | None = None
+    for p in range(c.partitions):
+        groups, length, leases, expired, retries, retries_due, delays, pending, head = results[
+            p * 9 : p * 9 + 9
+        ]
+        if isinstance(groups, Exception):
+            continue
+        group = next((g for g in groups if g["name"].decode() == c.group), None)
+        if group is None:
+            continue
+        if c.is_queue:
+            undelivered = length - (pending["pending"] if isinstance(pending, dict) else 0)
+        else:
+            lag = group.get("lag")
+            undelivered = lag if isinstance(lag, int) else 0
+        in_flight += leases - expired
+        available += max(undelivered, 0) + expired + retries_due
+        delayed += (retries - retries_due) + delays
+        candidates = []
+        if isinstance(pending, dict) and pending.get("pending"):
+            candidates.append(pending["min"])
+        if c.is_queue and head:
+            candidates.append(head[0][0])
+        elif not c.is_queue and undelivered > 0:
+            nxt = client.xrange(
+                c.streams[p], min="(" + group["last-delivered-id"].decode(), count=1
+            )
+            if nxt:
+                candidates.append(nxt[0][0])
+        for entry_id in candidates:
+            ms = int(entry_id.split(b"-")[0])
+            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
+    return {
+        "available": available,
+        "in_flight": in_flight,
+        "delayed": delayed,
+        "oldest_age_seconds": max(0, (now_ms - oldest_ms) // 1000) if oldest_ms else 0,
+    }
+
+
+# --- reading without leasing ------------------------------------------------------------------
+
+
+def peek(
+    client: redis.Redis, c: Consumer, *, limit: int, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The queue's stored messages in order, with their state, leasing nothing."""
+    stream, lease, retry = c.streams[0], c.leases[0], c.retries[0]
+    entries = client.xrange(stream, min=f"({after}" if after else "-", count=limit)
+    if not entries:
+        return []
+    pipe = client.pipeline(transaction=False)
+    pipe.xpending_range(stream, c.group, min=entries[0][0], max=entries[-1][0], count=limit)
+    for entry_id, _ in entries:
+        pipe.zscore(lease, entry_id)
+    results = pipe.execute()
+    counts = {row["message_id"]: row["times_delivered"] for row in results[0]}
+    out = []
+    for (entry_id, fields), leased in zip(entries, results[1:], strict=True):
+        flat = [x for pair in fields.items() for x in pair]
+        message = delivered(flat, partition=0, offset=entry_id.decode(), attempt=None, ack_id=None)
+        message["delivery_attempts"] = counts.get(entry_id, 0)
+        message["state"] = (
+            "in_flight" if leased is not None else ("retry" if entry_id in counts else "available")
+        )
+        out.append(message)
+    return out
+
+
+def log_read(
+    client: redis.Redis,
+    tenant_id: str,
+    topic_id: str,
+    *,
+    partition: int,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A topic partition's retained log from just after ``after``, in publish order."""
+    stream = topic_partition_keys(tenant_id, topic_id, partition)["stream"]
+    entries = client.xrange(stream, min=f"({after}" if after else "-", count=limit)
+    out = []
+    for entry_id, fields in entries:
+        flat = [x for pair in fields.items() for x in pair]
+        out.append(
+            delivered(
+                flat, partition=partition, offset=entry_id.decode(), attempt=None, ack_id=None
+            )
+        )
+    return out
+
+
+# --- purge, redrive, seek ---------------------------------------------------------------------
+
+
+def purge(client: redis.Redis, c: Consumer) -> int:
+    return int(
+        scripts.PURGE.run(client, [c.streams[0], c.delays[0], c.leases[0], c.retries[0]], [c.group])
+    )
+
+
+def redrive(
+    client: redis.Redis,
+    dlq: Consumer,
+    *,
+    targets: dict[str, tuple[str, str] | None],
+    default: tuple[str, str] | None,
+    max_messages: int | None,
+) -> dict[str, int]:
+    """Move dead letters back. ``targets`` maps an op-dead-letter-source label to its (stream,
+    channel) when that source still exists as a queue; ``default`` overrides every source.
+    Messages that cannot go anywhere (their source is gone or is a subscription) stay."""
+    moved = skipped = 0
+    cursor = "-"
+    budget = max_messages if max_messages is not None else float("inf")
+    while budget > 0:
+        entries = client.xrange(dlq.streams[0], min=cursor, count=500)
+        if not entries:
+            break
+        cursor = "(" + entries[-1][0].decode()
+        groups: dict[tuple[str, str], list[bytes]] = {}
+        for entry_id, fields in entries:
+            if budget <= 0:
+                break
+            f = fields_dict([x for pair in fields.items() for x in pair])
+            source = _source_of(f)
+            target = default or targets.get(source or "")
+            if target is None:
+                skipped += 1
+                continue
+            groups.setdefault(target, []).append(entry_id)
+            budget -= 1
+        for (stream, channel), ids in groups.items():
+            moved += int(
+                scripts.REDRIVE.run(
+                    client,
+                    [dlq.streams[0], dlq.leases[0], dlq.retries[0], stream],
+                    [dlq.group, channel, *ids],
+                )
+            )
+    return {"moved": moved, "skipped": skipped}
+
+
+def _source_of(fields: dict[bytes, bytes]) -> str | None:
+    import orjson
+
+    raw = fields.get(b"a")
+    if not raw:
+        return None
+    return orjson.loads(raw).get("op-dead-letter-source")
+
+
+def dead_letter_sources(client: redis.Redis, dlq: Consumer, scan: int = 10_000) -> set[str]:
+    sources = set()
+    for _, fields in client.xrange(dlq.streams[0], count=scan):
+        source = _source_of(fields_dict([x for pair in fields.items() for x in pair]))
+        if source:
+            sources.add(source)
+    return sources
+
+
+def seek(client: redis.Redis, c: Consumer, positions: list[str]) -> None:
+    """Stand the subscription at ``positions[p]`` on each partition (see seek.lua)."""
+    keys: list[str] = []
+    for p in range(c.partitions):
+        keys += (c.streams[p], c.leases[p], c.retries[p])
+    scripts.SEEK.run(client, keys, [c.group, *positions])
+
+
+def seek_positions_for_time(client: redis.Redis, c: Consumer, time_ms: int) -> list[str]:
+    """The id just before ``time_ms`` on each partition: entries from that time on are new."""
+    return [f"{time_ms - 1}-{MAX_ID}" if time_ms > 0 else "0" for _ in range(c.partitions)]
+
+
+# --- retention, housekeeping ------------------------------------------------------------------
+
+
+def move_due_delays(
+    client: redis.Redis, streams_: list[str], delays: list[str], now_ms: int
+) -> int:
+    """Make due delayed messages of a topic's partitions visible in its log."""
+    keys: list[str] = []
+    for stream, delay in zip(streams_, delays, strict=True):
+        keys += (stream, delay)
+    return int(scripts.DUE.run(client, keys, [now_ms]))
+
+
+def trim(
+    client: redis.Redis, streams: Iterable[str], *, retention_seconds: int, now_ms: int
+) -> int:
+    """Drop entries older than the retention period. Returns how many were removed."""
+    floor = now_ms - retention_seconds * 1000
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xtrim(stream, minid=f"{floor}-0", approximate=False)
+    return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+
+
+# --- positions and rebuilds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Position:
+    partition: int
+    last_delivered_id: str
+    acked_id: str
+    last_generated_id: str
+
+
+def _before(entry_id: str) -> str:
+    ms, seq = (int(x) for x in entry_id.split("-"))
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{MAX_ID}" if ms > 0 else "0-0"
+
+
+def positions(client: redis.Redis, c: Consumer) -> list[Position] | None:
+    """Each partition's group position; None when a group is missing (Redis lost it)."""
+    pipe = client.pipeline(transaction=False)
+    for p in range(c.partitions):
+        pipe.xinfo_groups(c.streams[p])
+        pipe.xpending(c.streams[p], c.group)
+        pipe.xinfo_stream(c.streams[p])
+    results = pipe.execute(raise_on_error=False)
+    out = []
+    for p in range(c.partitions):
+        groups, pending, info = results[p * 3 : p * 3 + 3]
+        if isinstance(groups, Exception) or isinstance(info, Exception):
+            return None
+        group = next((g for g in groups if g["name"].decode() == c.group), None)
+        if group is None:
+            return None
+        last = group["last-delivered-id"].decode()
+        acked = (
+            _before(pending["min"].decode())
+            if isinstance(pending, dict) and pending.get("pending")
+            else last
+        )
+        out.append(Position(p, last, acked, info["last-generated-id"].decode()))
+    return out
+
+
+def rebuild(client: redis.Redis, c: Consumer, saved: dict[int, Position]) -> list[str]:
+    """Recreate missing streams and groups at the saved positions. Returns what was done."""
+    done = []
+    for p in range(c.partitions):
+        stream = c.streams[p]
+        position = saved.get(p)
+        exists = bool(client.exists(stream))
+        start = position.acked_id if position else "0"
+        if _create_group(client, stream, c.group, start):
+            done.append(
+                f"{'created stream and ' if not exists else ''}group {c.group} on {stream} at {start}"
+            )
+            if not exists and position and position.last_generated_id != "0-0":
+                client.xsetid(stream, position.last_generated_id)
+    return done

@@ -1,0 +1,608 @@
+"""Writes of topics, queues and subscriptions.
+
+Each service is one PostgreSQL transaction with its audit record. Redis structures are
+created inside the transaction (a Redis failure rolls the row back) and removed once the
+deletion committed. The hot cache learns of every change on commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from openplatform.errors import Conflict, InvalidRequest, QuotaExceeded
+from openplatform.redis_client import get_redis
+from queues import selectors
+from queues.engine import streams
+from queues.engine.messages import now_ms
+from queues.engine.targets import (
+    queue_consumer,
+    queue_keys,
+    subscription_consumer,
+    topic_destination,
+    topic_partition_keys,
+)
+from queues.models import ConsumerPosition, Queue, StartAt, Subscription, Topic
+from tenants.models import Tenant
+from tenants.services import audit
+
+BACKOFF_LIMIT = 43200
+
+
+def _validate(instance: Model) -> None:
+    """Field-level validation of the model (ranges, name pattern) as a 400 naming fields."""
+    try:
+        instance.full_clean(exclude=["tenant"], validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        errors = [
+            {"field": field, "detail": " ".join(str(m) for m in messages)}
+            for field, messages in exc.message_dict.items()
+        ]
+        raise InvalidRequest(f"{errors[0]['field']}: {errors[0]['detail']}", errors=errors) from exc
+
+
+def _push(tenant: Tenant, kind: str, name: str, doc: dict[str, Any] | None) -> None:
+    ident = selectors.resource_ident(str(tenant.id), kind, name)
+    transaction.on_commit(lambda: selectors.resource_cache.push(ident, doc))
+
+
+def _field_error(field: str, detail: str) -> InvalidRequest:
+    return InvalidRequest(f"{field}: {detail}", errors=[{"field": field, "detail": detail}])
+
+
+def _set_backoff(instance: Queue | Subscription, backoff: dict[str, Any] | None) -> None:
+    if backoff is None:
+        return
+    if not isinstance(backoff, dict) or set(backoff) - {"min_seconds", "max_seconds"}:
+        raise _field_error("retry_backoff", 'Expected {"min_seconds": N, "max_seconds": N}.')
+    low = backoff.get("min_seconds", instance.retry_backoff_min)
+    high = backoff.get("max_seconds", instance.retry_backoff_max)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+        raise _field_error("retry_backoff", "min_seconds and max_seconds are integers.")
+    if not 0 <= low <= high <= BACKOFF_LIMIT:
+        raise _field_error(
+            "retry_backoff", f"Need 0 <= min_seconds <= max_seconds <= {BACKOFF_LIMIT}."
+        )
+    instance.retry_backoff_min, instance.retry_backoff_max = low, high
+
+
+def _set_dead_letter(
+    tenant: Tenant, instance: Queue | Subscription, dlq_name: str | None, max_attempts: int | None
+) -> None:
+    """Dead letters need both a queue and a count; the queue must be another of this tenant's."""
+    if dlq_name is None:
+        instance.dead_letter_queue = None
+    else:
+        dlq = Queue.objects.for_tenant(tenant).filter(name=dlq_name).first()
+        if dlq is None:
+            raise _field_error("dead_letter_queue", f"No queue '{dlq_name}'.")
+        if isinstance(instance, Queue) and dlq.pk == instance.pk:
+            raise _field_error("dead_letter_queue", "A queue cannot be its own dead-letter queue.")
+        instance.dead_letter_queue = dlq
+    instance.max_delivery_attempts = max_attempts
+    if (instance.dead_letter_queue is None) != (max_attempts is None):
+        raise _field_error(
+            "max_delivery_attempts",
+            "Set dead_letter_queue and max_delivery_attempts together (or neither).",
+        )
+
+
+def _check_quota(tenant: Tenant, model: type[Model], limit_name: str) -> None:
+    tenant = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    limit = getattr(tenant.plan, limit_name)
+    if model.objects.for_tenant(tenant).count() >= limit:  # type: ignore[attr-defined]
+        raise QuotaExceeded(f"The plan allows {limit} {model._meta.verbose_name_plural}.")
+
+
+def _save_new(instance: Model, kind: str) -> None:
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:
+        raise Conflict(f"A {kind} named '{instance.name}' already exists.") from exc  # type: ignore[attr-defined]
+
+
+def _unchanged_fields(changes: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(changes) - allowed
+    if unknown:
+        field = sorted(unknown)[0]
+        raise _field_error(field, "This field cannot be changed.")
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def queue_create(
+    *,
+    tenant: Tenant,
+    actor: str,
+    name: str,
+    visibility_timeout: int = 30,
+    delay_seconds: int = 0,
+    retention_seconds: int = 345600,
+    max_delivery_attempts: int | None = None,
+    dead_letter_queue: str | None = None,
+    retry_backoff: dict[str, int] | None = None,
+) -> Queue:
+    queue = Queue(
+        tenant=tenant,
+        name=name,
+        visibility_timeout=visibility_timeout,
+        delay_seconds=delay_seconds,
+        retention_seconds=retention_seconds,
+    )
+    _set_backoff(queue, retry_backoff)
+    _set_dead_letter(tenant, queue, dead_letter_queue, max_delivery_attempts)
+    _validate(queue)
+    _check_quota(tenant, Queue, "max_queues")
+    _save_new(queue, "queue")
+    streams.queue_create(get_redis(), str(tenant.id), str(queue.id))
+    audit(tenant=tenant, actor=actor, action="queue.create", target_type="queue", target_id=name)
+    _push(tenant, "queue", name, selectors.queue_document(queue))
+    return queue
+
+
+QUEUE_MUTABLE = {
+    "visibility_timeout",
+    "delay_seconds",
+    "retention_seconds",
+    "max_delivery_attempts",
+    "dead_letter_queue",
+    "retry_backoff",
+}
+
+
+@transaction.atomic
+def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str, Any]) -> Queue:
+    _unchanged_fields(changes, QUEUE_MUTABLE)
+    queue = Queue.objects.for_tenant(tenant).select_for_update().get(pk=queue.pk)
+    for field in ("visibility_timeout", "delay_seconds", "retention_seconds"):
+        if field in changes:
+            setattr(queue, field, changes[field])
+    _set_backoff(queue, changes.get("retry_backoff"))
+    if "dead_letter_queue" in changes or "max_delivery_attempts" in changes:
+        current = queue.dead_letter_queue.name if queue.dead_letter_queue else None
+        _set_dead_letter(
+            tenant,
+            queue,
+            changes.get("dead_letter_queue", current),
+            changes.get("max_delivery_attempts", queue.max_delivery_attempts),
+        )
+    _validate(queue)
+    queue.save()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.update",
+        target_type="queue",
+        target_id=queue.name,
+        data={k: v for k, v in changes.items()},
+    )
+    _push(tenant, "queue", queue.name, selectors.queue_document(queue))
+    return queue
+
+
+@transaction.atomic
+def queue_delete(*, tenant: Tenant, actor: str, queue: Queue) -> None:
+    users = [q.name for q in queue.dead_letter_sources.all()] + [
+        s.name for s in queue.dead_letter_subscriptions.all()
+    ]
+    if users:
+        raise Conflict(
+            f"Queue '{queue.name}' is the dead-letter queue of {', '.join(sorted(users))}; "
+            "change those first."
+        )
+    tenant_id, queue_id, name = str(tenant.id), str(queue.id), queue.name
+    queue.delete()
+    audit(tenant=tenant, actor=actor, action="queue.delete", target_type="queue", target_id=name)
+    _push(tenant, "queue", name, None)
+    transaction.on_commit(lambda: streams.queue_delete(get_redis(), tenant_id, queue_id))
+
+
+def queue_purge(*, tenant: Tenant, actor: str, queue: Queue) -> int:
+    purged = streams.purge(
+        get_redis(), queue_consumer(str(tenant.id), selectors.queue_document(queue))
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.purge",
+        target_type="queue",
+        target_id=queue.name,
+        data={"purged": purged},
+    )
+    return purged
+
+
+def queue_redrive(
+    *, tenant: Tenant, actor: str, queue: Queue, to: str | None, max_messages: int | None
+) -> dict[str, int]:
+    """Move dead letters from ``queue`` back to ``to`` or, by default, each to its source
+    queue. Dead letters of subscriptions (or of deleted queues) need an explicit ``to``."""
+    redis = get_redis()
+    tenant_id = str(tenant.id)
+    dlq = queue_consumer(tenant_id, selectors.queue_document(queue))
+    default = None
+    targets: dict[str, tuple[str, str] | None] = {}
+    if to is not None:
+        target = Queue.objects.for_tenant(tenant).filter(name=to).first()
+        if target is None:
+            raise _field_error("to", f"No queue '{to}'.")
+        if target.pk == queue.pk:
+            raise _field_error("to", "Cannot redrive a queue into itself.")
+        tc = queue_consumer(tenant_id, selectors.queue_document(target))
+        default = (tc.streams[0], tc.channel)
+    else:
+        names = {
+            label.split(":", 1)[1]
+            for label in streams.dead_letter_sources(redis, dlq)
+            if label.startswith("queue:")
+        }
+        for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
+            sc = queue_consumer(tenant_id, selectors.queue_document(source))
+            targets[f"queue:{source.name}"] = (sc.streams[0], sc.channel)
+    result = streams.redrive(
+        redis, dlq, targets=targets, default=default, max_messages=max_messages
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.redrive",
+        target_type="queue",
+        target_id=queue.name,
+        data={"to": to, **result},
+    )
+    return result
+
+
+# --- topics -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def topic_create(
+    *, tenant: Tenant, actor: str, name: str, partitions: int = 1, retention_seconds: int = 604800
+) -> Topic:
+    topic = Topic(
+        tenant=tenant, name=name, partitions=partitions, retention_seconds=retention_seconds
+    )
+    _validate(topic)
+    _check_quota(tenant, Topic, "max_topics")
+    _save_new(topic, "topic")
+    audit(tenant=tenant, actor=actor, action="topic.create", target_type="topic", target_id=name)
+    _push(tenant, "topic", name, selectors.topic_document(topic))
+    return topic
+
+
+@transaction.atomic
+def topic_update(*, tenant: Tenant, actor: str, topic: Topic, changes: dict[str, Any]) -> Topic:
+    """Only the retention can change: more partitions would move keys between partitions and
+    break the per-key order that consumers rely on."""
+    _unchanged_fields(changes, {"retention_seconds"})
+    topic = Topic.objects.for_tenant(tenant).select_for_update().get(pk=topic.pk)
+    if "retention_seconds" in changes:
+        topic.retention_seconds = changes["retention_seconds"]
+    _validate(topic)
+    topic.save()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="topic.update",
+        target_type="topic",
+        target_id=topic.name,
+        data=dict(changes),
+    )
+    _push(tenant, "topic", topic.name, selectors.topic_document(topic))
+    return topic
+
+
+@transaction.atomic
+def topic_delete(*, tenant: Tenant, actor: str, topic: Topic) -> None:
+    """Deletes the topic, its subscriptions and all their messages."""
+    tenant_id, topic_id, partitions, name = (
+        str(tenant.id),
+        str(topic.id),
+        topic.partitions,
+        topic.name,
+    )
+    subs = list(Subscription.objects.for_tenant(tenant).filter(topic=topic))
+    for sub in subs:
+        _push(tenant, "subscription", sub.name, None)
+    sub_ids = [str(s.id) for s in subs]
+    topic.delete()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="topic.delete",
+        target_type="topic",
+        target_id=name,
+        data={"subscriptions": [s.name for s in subs]},
+    )
+    _push(tenant, "topic", name, None)
+
+    def drop() -> None:
+        redis = get_redis()
+        for sub_id in sub_ids:
+            streams.subscription_delete(redis, tenant_id, topic_id, partitions, sub_id)
+        streams.topic_delete(redis, tenant_id, topic_id, partitions)
+
+    transaction.on_commit(drop)
+
+
+# --- subscriptions ----------------------------------------------------------------------------
+
+
+def _set_filter(sub: Subscription, filter_: dict[str, Any] | None) -> None:
+    if filter_ is None:
+        return
+    attributes = filter_.get("attributes", {}) if isinstance(filter_, dict) else None
+    if (
+        not isinstance(filter_, dict)
+        or set(filter_) - {"attributes"}
+        or not isinstance(attributes, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items())
+    ):
+        raise _field_error("filter", 'Expected {"attributes": {"name": "value", ...}}.')
+    sub.filter_attributes = attributes
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    tenant: Tenant,
+    actor: str,
+    name: str,
+    topic: str,
+    visibility_timeout: int = 30,
+    max_delivery_attempts: int | None = None,
+    dead_letter_queue: str | None = None,
+    retry_backoff: dict[str, int] | None = None,
+    filter: dict[str, Any] | None = None,  # noqa: A002 - the API's field name
+    start_at: str = StartAt.LATEST,
+) -> Subscription:
+    topic_row = Topic.objects.for_tenant(tenant).filter(name=topic).first()
+    if topic_row is None:
+        raise _field_error("topic", f"No topic '{topic}'.")
+    sub = Subscription(
+        tenant=tenant,
+        name=name,
+        topic=topic_row,
+        visibility_timeout=visibility_timeout,
+        start_at=start_at,
+    )
+    _set_backoff(sub, retry_backoff)
+    _set_dead_letter(tenant, sub, dead_letter_queue, max_delivery_attempts)
+    _set_filter(sub, filter)
+    _validate(sub)
+    _check_quota(tenant, Subscription, "max_subscriptions")
+    _save_new(sub, "subscription")
+    streams.subscription_create(
+        get_redis(), str(tenant.id), str(topic_row.id), topic_row.partitions, str(sub.id), start_at
+    )
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.create",
+        target_type="subscription",
+        target_id=name,
+        data={"topic": topic},
+    )
+    _push(tenant, "subscription", name, selectors.subscription_document(sub))
+    return sub
+
+
+SUBSCRIPTION_MUTABLE = {
+    "visibility_timeout",
+    "max_delivery_attempts",
+    "dead_letter_queue",
+    "retry_backoff",
+    "filter",
+}
+
+
+@transaction.atomic
+def subscription_update(
+    *, tenant: Tenant, actor: str, subscription: Subscription, changes: dict[str, Any]
+) -> Subscription:
+    _unchanged_fields(changes, SUBSCRIPTION_MUTABLE)
+    sub = (
+        Subscription.objects.for_tenant(tenant)
+        .select_for_update()
+        .select_related("topic", "dead_letter_queue")
+        .get(pk=subscription.pk)
+    )
+    if "visibility_timeout" in changes:
+        sub.visibility_timeout = changes["visibility_timeout"]
+    _set_backoff(sub, changes.get("retry_backoff"))
+    _set_filter(sub, changes.get("filter"))
+    if "dead_letter_queue" in changes or "max_delivery_attempts" in changes:
+        current = sub.dead_letter_queue.name if sub.dead_letter_queue else None
+        _set_dead_letter(
+            tenant,
+            sub,
+            changes.get("dead_letter_queue", current),
+            changes.get("max_delivery_attempts", sub.max_delivery_attempts),
+        )
+    _validate(sub)
+    sub.save()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.update",
+        target_type="subscription",
+        target_id=sub.name,
+        data=dict(changes),
+    )
+    _push(tenant, "subscription", sub.name, selectors.subscription_document(sub))
+    return sub
+
+
+@transaction.atomic
+def subscription_delete(*, tenant: Tenant, actor: str, subscription: Subscription) -> None:
+    topic = subscription.topic
+    args = (str(tenant.id), str(topic.id), topic.partitions, str(subscription.id))
+    name = subscription.name
+    subscription.delete()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="subscription.delete",
+        target_type="subscription",
+        target_id=name,
+    )
+    _push(tenant, "subscription", name, None)
+    transaction.on_commit(lambda: streams.subscription_delete(get_redis(), *args))
+
+
+def subscription_seek(
+    *, tenant: Tenant, actor: str, subscription: Subscription, to: str | datetime
+) -> None:
+    """Replay (or skip) the retained log: ``earliest``, ``latest`` or a time."""
+    consumer = subscription_consumer(str(tenant.id), selectors.subscription_document(subscription))
+    redis = get_redis()
+    if to == "earliest":
+        marks = ["0"] * consumer.partitions
+    elif to == "latest":
+        marks = ["$"] * consumer.partitions
+    elif isinstance(to, datetime):
+        marks = streams.seek_positions_for_time(redis, consumer, int(to.timestamp() * 1000))
+    else:
+        raise _field_error("to", 'Expected "earliest", "latest" or an RFC 3339 time.')
+    streams.seek(redis, consumer, marks)
+    with transaction.atomic():
+        audit(
+            tenant=tenant,
+            actor=actor,
+            action="subscription.seek",
+            target_type="subscription",
+            target_id=subscription.name,
+            data={"to": to if isinstance(to, str) else to.isoformat()},
+        )
+    positions_snapshot_one(tenant_id=str(tenant.id), subscription=subscription)
+
+
+# --- consumer positions -----------------------------------------------------------------------
+
+
+def _save_positions(tenant_id: str, found: list[streams.Position], **owner: Any) -> None:
+    for position in found:
+        ConsumerPosition.all_tenants.update_or_create(
+            tenant_id=tenant_id,
+            partition=position.partition,
+            **owner,
+            defaults={
+                "last_delivered_id": position.last_delivered_id,
+                "acked_id": position.acked_id,
+                "last_generated_id": position.last_generated_id,
+                "updated_at": timezone.now(),
+            },
+        )
+
+
+def positions_snapshot_one(
+    *, tenant_id: str, queue: Queue | None = None, subscription: Subscription | None = None
+) -> bool:
+    """Copy one consumer's Redis positions to PostgreSQL; False when Redis has no group."""
+    if queue is not None:
+        consumer = queue_consumer(tenant_id, selectors.queue_document(queue))
+    else:
+        assert subscription is not None
+        consumer = subscription_consumer(tenant_id, selectors.subscription_document(subscription))
+    found = streams.positions(get_redis(), consumer)
+    if found is None:
+        return False
+    if queue is not None:
+        _save_positions(tenant_id, found, queue=queue)
+    else:
+        _save_positions(tenant_id, found, subscription=subscription)
+    return True
+
+
+def _each_consumer() -> list[tuple[str, Queue | Subscription, Callable[[], Any]]]:
+    out: list[tuple[str, Queue | Subscription, Callable[[], Any]]] = []
+    for queue in Queue.all_tenants.select_related("dead_letter_queue"):
+        tid = str(queue.tenant_id)
+        out.append(
+            (tid, queue, lambda q=queue, t=tid: queue_consumer(t, selectors.queue_document(q)))
+        )
+    for sub in Subscription.all_tenants.select_related("topic", "dead_letter_queue"):
+        tid = str(sub.tenant_id)
+        out.append(
+            (
+                tid,
+                sub,
+                lambda s=sub, t=tid: subscription_consumer(t, selectors.subscription_document(s)),
+            )
+        )
+    return out
+
+
+def positions_snapshot_all() -> int:
+    """Snapshot every queue's and subscription's positions (Celery beat)."""
+    saved = 0
+    for tenant_id, owner, _ in _each_consumer():
+        if isinstance(owner, Queue):
+            saved += positions_snapshot_one(tenant_id=tenant_id, queue=owner)
+        else:
+            saved += positions_snapshot_one(tenant_id=tenant_id, subscription=owner)
+    return saved
+
+
+def streams_rebuild() -> list[str]:
+    """Recreate missing streams and consumer groups at the snapshotted positions."""
+    redis = get_redis()
+    report: list[str] = []
+    for _tenant_id, owner, build in _each_consumer():
+        consumer = build()
+        field = "queue" if isinstance(owner, Queue) else "subscription"
+        saved = {
+            p.partition: streams.Position(
+                p.partition, p.last_delivered_id, p.acked_id, p.last_generated_id
+            )
+            for p in ConsumerPosition.all_tenants.filter(**{field: owner})
+        }
+        for line in streams.rebuild(redis, consumer, saved):
+            report.append(f"{consumer.label} ({owner.tenant_id}): {line}")
+    return report
+
+
+def housekeeping_all() -> int:
+    """Due delays into streams, expired leases to retry or dead letters, for every consumer
+    (Celery beat), so nothing waits for a pull to happen."""
+    from queues.engine import dataplane
+
+    redis = get_redis()
+    now = now_ms()
+    for _tenant_id, _owner, build in _each_consumer():
+        dataplane.pull(redis, build(), count=0, now_ms=now)
+    # topics whose delayed messages nobody pulls still show them in their log when due
+    for topic in Topic.all_tenants.all():
+        dest = topic_destination(str(topic.tenant_id), selectors.topic_document(topic))
+        streams.move_due_delays(redis, list(dest.streams), list(dest.delays), now)
+    return 1
+
+
+def retention_trim_all() -> int:
+    redis = get_redis()
+    now = now_ms()
+    removed = 0
+    for topic in Topic.all_tenants.all():
+        keys = [
+            topic_partition_keys(str(topic.tenant_id), str(topic.id), p)["stream"]
+            for p in range(topic.partitions)
+        ]
+        removed += streams.trim(redis, keys, retention_seconds=topic.retention_seconds, now_ms=now)
+    for queue in Queue.all_tenants.all():
+        removed += streams.trim(
+            redis,
+            [queue_keys(str(queue.tenant_id), str(queue.id))["stream"]],
+            retention_seconds=queue.retention_seconds,
+            now_ms=now,
+        )
+    return removed
