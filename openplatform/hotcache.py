@@ -87,7 +87,7 @@ class HotCache:
         redis = get_async_redis()
         raw = await redis.get(self._key(ident))
         if raw is None:
-            doc = await sync_to_async(self.loader, thread_sensitive=False)(ident)
+            doc = await sync_to_async(self.loader, thread_sensitive=True)(ident)
             value, ttl = self._encode(doc)
             await redis.set(self._key(ident), value, ex=ttl)
         else:

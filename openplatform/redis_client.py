@@ -47,13 +47,17 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: a burst of coroutines (a thousand long polls waking at once)
+        # queues for a connection instead of failing when the pool is exhausted.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
             socket_connect_timeout=2,
             socket_timeout=30,
             health_check_interval=30,
-            max_connections=500,
+            max_connections=100,
+            timeout=10,
         )
+        client = aioredis.Redis(connection_pool=pool)
         _async[loop] = client
     return client
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Model
+from django.db.models import Model, ProtectedError
 from django.utils import timezone
 
 from openplatform.errors import Conflict, InvalidRequest, QuotaExceeded
 from openplatform.redis_client import get_redis
 from queues import selectors
-from queues.engine import streams
+from queues.engine import dataplane, scripts, streams
 from queues.engine.messages import now_ms
 from queues.engine.targets import (
     queue_consumer,
@@ -191,16 +191,26 @@ def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str,
 
 @transaction.atomic
 def queue_delete(*, tenant: Tenant, actor: str, queue: Queue) -> None:
-    users = [q.name for q in queue.dead_letter_sources.all()] + [
-        s.name for s in queue.dead_letter_subscriptions.all()
-    ]
+    # Reverse relations go through the fail-closed TenantManager, so ask per tenant.
+    users = list(
+        Queue.objects.for_tenant(tenant)
+        .filter(dead_letter_queue=queue)
+        .values_list("name", flat=True)
+    ) + list(
+        Subscription.objects.for_tenant(tenant)
+        .filter(dead_letter_queue=queue)
+        .values_list("name", flat=True)
+    )
     if users:
         raise Conflict(
             f"Queue '{queue.name}' is the dead-letter queue of {', '.join(sorted(users))}; "
             "change those first."
         )
     tenant_id, queue_id, name = str(tenant.id), str(queue.id), queue.name
-    queue.delete()
+    try:
+        queue.delete()
+    except ProtectedError as exc:  # made a dead-letter queue since the check above
+        raise Conflict(f"Queue '{name}' is a dead-letter queue; change its users first.") from exc
     audit(tenant=tenant, actor=actor, action="queue.delete", target_type="queue", target_id=name)
     _push(tenant, "queue", name, None)
     transaction.on_commit(lambda: streams.queue_delete(get_redis(), tenant_id, queue_id))
@@ -222,10 +232,18 @@ def queue_purge(*, tenant: Tenant, actor: str, queue: Queue) -> int:
 
 
 def queue_redrive(
-    *, tenant: Tenant, actor: str, queue: Queue, to: str | None, max_messages: int | None
+    *,
+    tenant: Tenant,
+    actor: str,
+    queue: Queue,
+    to: str | None,
+    max_messages: int | None,
+    may_target: Callable[[str], bool] | None = None,
 ) -> dict[str, int]:
     """Move dead letters from ``queue`` back to ``to`` or, by default, each to its source
-    queue. Dead letters of subscriptions (or of deleted queues) need an explicit ``to``."""
+    queue. Dead letters of subscriptions (or of deleted queues) need an explicit ``to``.
+    ``may_target(name)`` restricts the default sources (a resource-limited API key may not
+    write to every queue); the dead letters of the others stay and count as skipped."""
     redis = get_redis()
     tenant_id = str(tenant.id)
     dlq = queue_consumer(tenant_id, selectors.queue_document(queue))
@@ -244,6 +262,7 @@ def queue_redrive(
             label.split(":", 1)[1]
             for label in streams.dead_letter_sources(redis, dlq)
             if label.startswith("queue:")
+            and (may_target is None or may_target(label.split(":", 1)[1]))
         }
         for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
             sc = queue_consumer(tenant_id, selectors.queue_document(source))
@@ -363,7 +382,7 @@ def subscription_create(
     max_delivery_attempts: int | None = None,
     dead_letter_queue: str | None = None,
     retry_backoff: dict[str, int] | None = None,
-    filter: dict[str, Any] | None = None,  # noqa: A002 - the API's field name
+    filter: dict[str, Any] | None = None,
     start_at: str = StartAt.LATEST,
 ) -> Subscription:
     topic_row = Topic.objects.for_tenant(tenant).filter(name=topic).first()
@@ -413,7 +432,8 @@ def subscription_update(
     _unchanged_fields(changes, SUBSCRIPTION_MUTABLE)
     sub = (
         Subscription.objects.for_tenant(tenant)
-        .select_for_update()
+        # lock only this row: PostgreSQL refuses FOR UPDATE on the outer-joined DLQ side
+        .select_for_update(of=("self",))
         .select_related("topic", "dead_letter_queue")
         .get(pk=subscription.pk)
     )
@@ -572,20 +592,31 @@ def streams_rebuild() -> list[str]:
     return report
 
 
-def housekeeping_all() -> int:
+def housekeeping_all(*, chunk: int = 500) -> int:
     """Due delays into streams, expired leases to retry or dead letters, for every consumer
-    (Celery beat), so nothing waits for a pull to happen."""
-    from queues.engine import dataplane
-
+    (Celery beat), so nothing waits for a pull to happen. Pipelined: one round trip per
+    ``chunk`` consumers. Returns how many consumers were visited."""
     redis = get_redis()
     now = now_ms()
-    for _tenant_id, _owner, build in _each_consumer():
-        dataplane.pull(redis, build(), count=0, now_ms=now)
-    # topics whose delayed messages nobody pulls still show them in their log when due
-    for topic in Topic.all_tenants.all():
-        dest = topic_destination(str(topic.tenant_id), selectors.topic_document(topic))
-        streams.move_due_delays(redis, list(dest.streams), list(dest.delays), now)
-    return 1
+    redis.script_load(scripts.PULL.source)
+    redis.script_load(scripts.DUE.source)
+    consumers = [build() for _tenant_id, _owner, build in _each_consumer()]
+    for start in range(0, len(consumers), chunk):
+        pipe = redis.pipeline(transaction=False)
+        for consumer in consumers[start : start + chunk]:
+            keys, args = dataplane.pull_call(consumer, 0, None, now)
+            pipe.evalsha(scripts.PULL.sha, len(keys), *keys, *args)
+        pipe.execute(raise_on_error=False)
+    # topics nobody pulls from yet still show their delayed messages in the log when due
+    topics = list(Topic.all_tenants.all())
+    for start in range(0, len(topics), chunk):
+        pipe = redis.pipeline(transaction=False)
+        for topic in topics[start : start + chunk]:
+            dest = topic_destination(str(topic.tenant_id), selectors.topic_document(topic))
+            keys = [key for pair in zip(dest.streams, dest.delays, strict=True) for key in pair]
+            pipe.evalsha(scripts.DUE.sha, len(keys), *keys, now)
+        pipe.execute(raise_on_error=False)
+    return len(consumers)
 
 
 def retention_trim_all() -> int:

@@ -24,6 +24,7 @@ from tenants.models import (
     Plan,
     Role,
     Tenant,
+    UsageRecord,
     User,
 )
 from tenants.principals import (
@@ -226,3 +227,41 @@ def key_flush_last_used(*, updates: dict[str, int]) -> int:
         when = datetime.fromtimestamp(epoch, tz=UTC)
         changed += ApiKey.all_tenants.filter(prefix=prefix).update(last_used_at=when)
     return changed
+
+
+USAGE_FIELDS = {"p": "published", "pb": "published_bytes", "d": "delivered", "a": "acked"}
+USAGE_KEEP_HOURS = 3
+
+
+def usage_rollup(*, now: datetime | None = None) -> int:
+    """Copy the data plane's per-hour counters (Redis hash per tenant, written by the Lua
+    scripts) into UsageRecord. The counters are totals per hour, so a row is overwritten,
+    never added to: running twice is harmless. Hours older than a few hours are then dropped
+    from Redis. Returns the number of rows written."""
+    from openplatform.redis_client import get_redis
+    from openplatform.redis_keys import usage_key
+
+    redis = get_redis()
+    current_hour = int((now or timezone.now()).timestamp()) // 3600
+    written = 0
+    for tenant in Tenant.objects.filter(is_active=True).only("id"):
+        key = usage_key(str(tenant.id))
+        raw = redis.hgetall(key)
+        hours: dict[int, dict[str, int]] = {}
+        for field, value in raw.items():
+            hour, _, counter = field.decode().partition(":")
+            if counter in USAGE_FIELDS and hour.isdigit():
+                hours.setdefault(int(hour), {})[USAGE_FIELDS[counter]] = int(value)
+        for hour, counts in hours.items():
+            UsageRecord.all_tenants.update_or_create(
+                tenant=tenant, hour=datetime.fromtimestamp(hour * 3600, tz=UTC), defaults=counts
+            )
+            written += 1
+        old = [
+            f
+            for f in raw
+            if int(f.decode().partition(":")[0] or 0) < current_hour - USAGE_KEEP_HOURS
+        ]
+        if old:
+            redis.hdel(key, *old)
+    return written

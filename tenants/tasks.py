@@ -22,3 +22,9 @@ def flush_key_last_used() -> int:
     flat = get_redis().eval(_DRAIN, 1, LAST_USED_KEY)
     updates = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
     return services.key_flush_last_used(updates=updates) if updates else 0
+
+
+@shared_task(name="tenants.usage_rollup", time_limit=300, ignore_result=True)
+def usage_rollup() -> int:
+    """Copy each tenant's hourly traffic counters from Redis into UsageRecord rows."""
+    return services.usage_rollup()

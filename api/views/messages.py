@@ -239,11 +239,11 @@ async def pull_messages(
         return pulled.messages
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    async with get_notifier().watch(consumer.channel) as woken:
+    async with get_notifier().watch(consumer.channel) as waiter:
         while True:
             # Pull again now that the subscription is confirmed: a publish between the first
             # pull and the subscription would otherwise go unheard.
-            woken.clear()
+            mark = waiter.mark()
             now = now_ms()
             pulled = await dataplane.apull(
                 client, consumer, count=count, now_ms=now, visibility_ms=visibility_ms
@@ -251,14 +251,12 @@ async def pull_messages(
             remaining = deadline - loop.time()
             if pulled.messages or remaining <= 0:
                 return pulled.messages
+            if waiter.changed(mark):
+                continue  # something was published while this pull ran
             if pulled.next_due_ms is not None:
                 # a delayed message, an expiring lease or a backoff ends before the wait does
                 remaining = min(remaining, max(pulled.next_due_ms - now, 0) / 1000 + 0.002)
-            try:
-                await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
-                if loop.time() >= deadline:
-                    return []
+            await waiter.park(remaining)
 
 
 async def _pull(request: HttpRequest, consumer: Consumer) -> HttpResponse:

@@ -128,6 +128,10 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SECURITY": [{"ApiKey": []}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.schema.problem_media_type",
+    ],
     "AUTHENTICATION_WHITELIST": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
@@ -154,6 +158,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "flush-key-last-used": {"task": "tenants.flush_key_last_used", "schedule": 60.0},
+    "queues-housekeeping": {"task": "queues.housekeeping", "schedule": 2.0},
+    "queues-retention-trim": {"task": "queues.retention_trim", "schedule": 60.0},
+    "queues-snapshot-positions": {"task": "queues.snapshot_positions", "schedule": 30.0},
+    "tenants-usage-rollup": {"task": "tenants.usage_rollup", "schedule": 60.0},
 }
 
 LOGGING = {

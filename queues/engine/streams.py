@@ -164,7 +164,7 @@ def peek(
     client: redis.Redis, c: Consumer, *, limit: int, after: str | None = None
 ) -> list[dict[str, Any]]:
     """The queue's stored messages in order, with their state, leasing nothing."""
-    stream, lease, retry = c.streams[0], c.leases[0], c.retries[0]
+    stream, lease = c.streams[0], c.leases[0]
     entries = client.xrange(stream, min=f"({after}" if after else "-", count=limit)
     if not entries:
         return []
@@ -368,9 +368,8 @@ def rebuild(client: redis.Redis, c: Consumer, saved: dict[int, Position]) -> lis
         exists = bool(client.exists(stream))
         start = position.acked_id if position else "0"
         if _create_group(client, stream, c.group, start):
-            done.append(
-                f"{'created stream and ' if not exists else ''}group {c.group} on {stream} at {start}"
-            )
+            made = "created stream and group" if not exists else "created group"
+            done.append(f"{made} {c.group} on {stream} at {start}")
             if not exists and position and position.last_generated_id != "0-0":
-                client.xsetid(stream, position.last_generated_id)
+                client.execute_command("XSETID", stream, position.last_generated_id)
     return done

@@ -25,12 +25,45 @@ logger = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_SECONDS = 2.0
 
 
+class Waiter:
+    """One waiting pull. ``mark()`` before pulling and ``changed(mark)`` after an empty pull
+    close the race with a publish that lands while the pull runs: the pull goes again instead
+    of parking. ``park(timeout)`` sleeps until woken or the timeout ends."""
+
+    __slots__ = ("channel", "event", "notifier", "parked")
+
+    def __init__(self, notifier: Notifier, channel: str) -> None:
+        self.notifier = notifier
+        self.channel = channel
+        self.event = asyncio.Event()
+        self.parked = False
+
+    def mark(self) -> int:
+        return self.notifier._generation.get(self.channel, 0)
+
+    def changed(self, mark: int) -> bool:
+        return self.mark() != mark
+
+    async def park(self, timeout: float) -> bool:
+        """Sleep until woken (True) or ``timeout`` seconds pass (False)."""
+        self.parked = True
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.parked = False
+            self.event.clear()
+
+
 class Notifier:
     """Wakes the pulls waiting on a channel when the publish script announces messages."""
 
     def __init__(self) -> None:
         self._pubsub = get_async_redis().pubsub()
-        self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._generation: dict[str, int] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -39,10 +72,10 @@ class Notifier:
         return sum(len(w) for w in self._waiters.values())
 
     @contextlib.asynccontextmanager
-    async def watch(self, channel: str) -> AsyncIterator[asyncio.Event]:
+    async def watch(self, channel: str) -> AsyncIterator[Waiter]:
         """Register a waiter on ``channel``. On entry the subscription is confirmed by Redis,
-        so a publish after this point is never missed. The event is set when woken."""
-        event = asyncio.Event()
+        so a publish after this point is never missed."""
+        event = Waiter(self, channel)
         waiters = self._waiters.get(channel)
         if waiters is None:
             waiters = self._waiters[channel] = []
@@ -61,21 +94,26 @@ class Notifier:
             if not waiters and self._waiters.get(channel) is waiters:
                 del self._waiters[channel]
                 self._confirmed.pop(channel, None)
+                self._generation.pop(channel, None)
                 with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
                     await self._pubsub.unsubscribe(channel)
 
     def _wake(self, channel: str, count: int) -> None:
-        for event in self._waiters.get(channel, ()):
+        """Wake up to ``count`` parked waiters, oldest first; waiters busy pulling see the
+        generation change and pull again."""
+        self._generation[channel] = self._generation.get(channel, 0) + 1
+        for waiter in self._waiters.get(channel, ()):
             if count <= 0:
                 break
-            if not event.is_set():
-                event.set()
+            if waiter.parked and not waiter.event.is_set():
+                waiter.event.set()
                 count -= 1
 
     def _wake_all(self) -> None:
-        for waiters in self._waiters.values():
-            for event in waiters:
-                event.set()
+        for channel, waiters in self._waiters.items():
+            self._generation[channel] = self._generation.get(channel, 0) + 1
+            for waiter in waiters:
+                waiter.event.set()
 
     async def _read(self) -> None:
         while True:

@@ -1,0 +1,498 @@
+"""The data plane over HTTP: publish, pull, ack, nack, modify-deadline, long polling,
+isolation, scopes, and the warm hot path's cost (no PostgreSQL, one Redis round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient, Client
+
+from openplatform.redis_client import get_redis
+from queues import selectors, services
+from queues.engine import dataplane
+from queues.engine.messages import now_ms
+from queues.engine.targets import queue_consumer, queue_keys
+from queues.engine.waiters import get_notifier
+from tests.conftest import TenantCtx, key_for, make_tenant
+from tests.helpers import assert_problem
+
+JSON = "application/json"
+
+
+class BearerAsyncClient(AsyncClient):
+    """An AsyncClient that sends the API key on every request (AsyncClient's own
+    ``headers=`` defaults do not reach an ASGI request's headers)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.bearer = {"Authorization": f"Bearer {key}"}
+
+    async def post(
+        self, path: str, data: Any = None, content_type: str = JSON, **extra: Any
+    ) -> Any:  # type: ignore[override]
+        return await super().post(
+            path, data=data, content_type=content_type, headers=self.bearer, **extra
+        )
+
+
+def post(client: Client, path: str, data: Any) -> Any:
+    return client.post(path, data=json.dumps(data), content_type=JSON)
+
+
+def stream_len(ctx: TenantCtx, queue: str) -> int:
+    q = selectors.queue_get(tenant=ctx.tenant, name=queue)
+    return get_redis().xlen(queue_keys(str(ctx.tenant.id), str(q.id))["stream"])
+
+
+def lease_count(ctx: TenantCtx, queue: str) -> int:
+    q = selectors.queue_get(tenant=ctx.tenant, name=queue)
+    return get_redis().zcard(queue_keys(str(ctx.tenant.id), str(q.id))["lease"])
+
+
+@pytest.fixture
+def orders(acme: TenantCtx) -> TenantCtx:
+    services.queue_create(tenant=acme.tenant, actor="test", name="orders")
+    return acme
+
+
+class TestPublish:
+    def test_single_and_batch(self, orders: TenantCtx) -> None:
+        """One message or a batch: 201 with id, partition, offset, duplicate in order."""
+        one = post(orders.client, "/v1/queues/orders/messages", {"body": {"a": 1}})
+        assert one.status_code == 201, one.content
+        (item,) = one.json()["messages"]
+        assert set(item) == {"id", "partition", "offset", "duplicate"}
+        assert item["partition"] == 0 and item["duplicate"] is False
+        batch = post(
+            orders.client,
+            "/v1/queues/orders/messages",
+            {"messages": [{"body": i} for i in range(100)]},
+        )
+        assert batch.status_code == 201
+        offsets = [m["offset"] for m in batch.json()["messages"]]
+        assert len(offsets) == 100 and offsets == sorted(
+            offsets, key=lambda o: tuple(map(int, o.split("-")))
+        )
+        assert stream_len(orders, "orders") == 101
+
+    def test_delivered_shape_binary_and_attributes(self, orders: TenantCtx) -> None:
+        """Delivered messages carry body or body_base64, attributes, key, times and ids."""
+        post(
+            orders.client,
+            "/v1/queues/orders/messages",
+            {
+                "messages": [
+                    {
+                        "body_base64": base64.b64encode(b"\x00\xffbin").decode(),
+                        "attributes": {"k": "v"},
+                    },
+                    {"body": [1, "two", None], "key": "customer-42"},
+                ]
+            },
+        )
+        pulled = post(orders.client, "/v1/queues/orders/pull", {"max_messages": 10}).json()[
+            "messages"
+        ]
+        first, second = pulled
+        assert base64.b64decode(first["body_base64"]) == b"\x00\xffbin"
+        assert "body" not in first
+        assert first["attributes"] == {"k": "v"} and first["key"] is None
+        assert second["body"] == [1, "two", None] and second["key"] == "customer-42"
+        assert second["attributes"] == {}
+        for m in pulled:
+            assert set(m) >= {
+                "id",
+                "ack_id",
+                "publish_time",
+                "delivery_attempt",
+                "partition",
+                "offset",
+            }
+            assert m["delivery_attempt"] == 1 and m["publish_time"].endswith("Z")
+
+    def test_invalid_batch_is_rejected_whole(self, orders: TenantCtx) -> None:
+        """Any invalid message rejects the batch with errors naming each bad index; nothing
+        is stored."""
+        response = post(
+            orders.client,
+            "/v1/queues/orders/messages",
+            {
+                "messages": [
+                    {"body": 1},
+                    {"body": 2, "body_base64": "AA=="},
+                    {"body": 3, "attributes": {"n": 5}},
+                    {"body": 4, "delay_seconds": 901},
+                    {"body": 5},
+                ]
+            },
+        )
+        problem = assert_problem(response, 400, "invalid_request")
+        assert [e["index"] for e in problem["errors"]] == [1, 2, 3]
+        assert [e["field"] for e in problem["errors"]] == ["body", "attributes", "delay_seconds"]
+        assert stream_len(orders, "orders") == 0
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"messages": []},
+            {"messages": [{"body": i} for i in range(101)]},
+            {"messages": "x"},
+            {"nobody": 1},
+            [1, 2],
+            {"body_base64": "not base64!"},
+            {"body": 1, "attributes": {"op-x": "reserved"}},
+            {"body": 1, "attributes": {f"a{i}": "v" for i in range(33)}},
+            {"body": 1, "dedup_id": ""},
+        ],
+    )
+    def test_bad_payloads_are_400(self, orders: TenantCtx, payload: Any) -> None:
+        """Malformed publishes are 400 invalid_request and store nothing."""
+        response = post(orders.client, "/v1/queues/orders/messages", payload)
+        assert_problem(response, 400, "invalid_request")
+        assert stream_len(orders, "orders") == 0
+
+    def test_too_large_is_413_and_nothing_stored(self, orders: TenantCtx) -> None:
+        """A message over the tenant's limit (body + attributes) is 413 for the whole batch."""
+        big = "x" * (256 * 1024)
+        response = post(
+            orders.client, "/v1/queues/orders/messages", {"messages": [{"body": 1}, {"body": big}]}
+        )
+        problem = assert_problem(response, 413, "payload_too_large")
+        assert problem["errors"][0]["index"] == 1
+        assert stream_len(orders, "orders") == 0
+
+    def test_malformed_json_and_media_type(self, orders: TenantCtx) -> None:
+        """Broken JSON is 400; a body that is not JSON is 415."""
+        bad = orders.client.post("/v1/queues/orders/messages", data="{oops", content_type=JSON)
+        assert_problem(bad, 400, "invalid_request")
+        text = orders.client.post(
+            "/v1/queues/orders/messages", data="hello", content_type="text/plain"
+        )
+        assert_problem(text, 415, "unsupported_media_type")
+        assert stream_len(orders, "orders") == 0
+
+    def test_unknown_queue_is_404(self, orders: TenantCtx) -> None:
+        assert_problem(
+            post(orders.client, "/v1/queues/nope/messages", {"body": 1}), 404, "not_found"
+        )
+        assert_problem(post(orders.client, "/v1/queues/nope/pull", {}), 404, "not_found")
+
+
+class TestConsume:
+    def test_pull_ack_nack_modify_deadline_round_trip(self, orders: TenantCtx) -> None:
+        """pull leases, ack removes, nack returns, modify-deadline 0 returns at once."""
+        post(
+            orders.client,
+            "/v1/queues/orders/messages",
+            {"messages": [{"body": i} for i in range(3)]},
+        )
+        a, b, c = post(orders.client, "/v1/queues/orders/pull", {"max_messages": 3}).json()[
+            "messages"
+        ]
+        assert post(orders.client, "/v1/queues/orders/ack", {"ack_ids": [a["ack_id"]]}).json() == {
+            "acked": 1,
+            "stale": [],
+        }
+        assert post(
+            orders.client, "/v1/queues/orders/nack", {"ack_ids": [b["ack_id"]], "delay_seconds": 0}
+        ).json() == {"nacked": 1, "stale": []}
+        assert post(
+            orders.client,
+            "/v1/queues/orders/modify-deadline",
+            {"ack_ids": [c["ack_id"]], "seconds": 0},
+        ).json() == {"modified": 1, "stale": []}
+        again = post(orders.client, "/v1/queues/orders/pull", {"max_messages": 10}).json()[
+            "messages"
+        ]
+        assert sorted((m["body"], m["delivery_attempt"]) for m in again) == [(1, 2), (2, 2)]
+        assert stream_len(orders, "orders") == 2
+
+    def test_bad_consume_requests(self, orders: TenantCtx) -> None:
+        """Out-of-range pull options and malformed ack ids are 400 and change nothing."""
+        for body in (
+            {"max_messages": 0},
+            {"max_messages": 101},
+            {"wait_seconds": 21},
+            {"visibility_timeout": -1},
+            {"extra": 1},
+        ):
+            assert_problem(
+                post(orders.client, "/v1/queues/orders/pull", body), 400, "invalid_request"
+            )
+        for body in ({"ack_ids": []}, {"ack_ids": ["garbage"]}, {"ack_ids": ["5.1-0.1"]}, {}):
+            assert_problem(
+                post(orders.client, "/v1/queues/orders/ack", body), 400, "invalid_request"
+            )
+        assert_problem(
+            post(orders.client, "/v1/queues/orders/modify-deadline", {"ack_ids": ["0.1-0.1"]}),
+            400,
+            "invalid_request",
+        )
+        assert lease_count(orders, "orders") == 0
+
+    def test_subscription_data_plane(self, acme: TenantCtx) -> None:
+        """Topic publish fans out; each subscription pulls and acks its own copy."""
+        services.topic_create(tenant=acme.tenant, actor="test", name="events", partitions=2)
+        for name in ("one", "two"):
+            services.subscription_create(
+                tenant=acme.tenant, actor="test", name=name, topic="events"
+            )
+        post(
+            acme.client,
+            "/v1/topics/events/messages",
+            {"messages": [{"body": i, "key": str(i)} for i in range(4)]},
+        )
+        for name in ("one", "two"):
+            got = post(acme.client, f"/v1/subscriptions/{name}/pull", {"max_messages": 10}).json()[
+                "messages"
+            ]
+            assert sorted(m["body"] for m in got) == [0, 1, 2, 3]
+            acked = post(
+                acme.client,
+                f"/v1/subscriptions/{name}/ack",
+                {"ack_ids": [m["ack_id"] for m in got]},
+            )
+            assert acked.json() == {"acked": 4, "stale": []}
+
+
+class TestIsolationAndScopes:
+    def test_other_tenant_gets_404_everywhere_and_changes_nothing(
+        self, orders: TenantCtx, globex: TenantCtx
+    ) -> None:
+        """Another tenant's key gets 404 on every data-plane endpoint of acme's queue, topic
+        and subscription; acme's messages and leases are untouched."""
+        services.topic_create(tenant=orders.tenant, actor="test", name="events")
+        services.subscription_create(tenant=orders.tenant, actor="test", name="sub", topic="events")
+        post(orders.client, "/v1/queues/orders/messages", {"messages": [{"body": 1}, {"body": 2}]})
+        (leased,) = post(orders.client, "/v1/queues/orders/pull", {"max_messages": 1}).json()[
+            "messages"
+        ]
+        ack = {"ack_ids": [leased["ack_id"]]}
+        calls = [
+            ("/v1/queues/orders/messages", {"body": 9}),
+            ("/v1/queues/orders/pull", {}),
+            ("/v1/queues/orders/ack", ack),
+            ("/v1/queues/orders/nack", ack),
+            ("/v1/queues/orders/modify-deadline", {**ack, "seconds": 0}),
+            ("/v1/topics/events/messages", {"body": 9}),
+            ("/v1/subscriptions/sub/pull", {}),
+            ("/v1/subscriptions/sub/ack", ack),
+            ("/v1/subscriptions/sub/nack", ack),
+            ("/v1/subscriptions/sub/modify-deadline", {**ack, "seconds": 0}),
+        ]
+        for path, body in calls:
+            assert_problem(post(globex.client, path, body), 404, "not_found")
+        assert stream_len(orders, "orders") == 2
+        assert lease_count(orders, "orders") == 1
+        # acme's lease still holds and settles
+        assert post(orders.client, "/v1/queues/orders/ack", ack).json() == {"acked": 1, "stale": []}
+
+    def test_scopes_and_resources(self, orders: TenantCtx) -> None:
+        """A publish-only key cannot consume and a consume-only key cannot publish; a key for
+        queue:orders cannot touch another queue. Nothing happens on a 403."""
+        services.queue_create(tenant=orders.tenant, actor="test", name="other")
+        publisher = key_for(orders, ["publish"])
+        consumer = key_for(orders, ["consume"])
+        only_orders = key_for(orders, ["publish", "consume"], ["queue:orders"])
+        assert post(publisher, "/v1/queues/orders/messages", {"body": 1}).status_code == 201
+        assert_problem(post(publisher, "/v1/queues/orders/pull", {}), 403, "forbidden")
+        assert lease_count(orders, "orders") == 0
+        assert_problem(post(consumer, "/v1/queues/orders/messages", {"body": 2}), 403, "forbidden")
+        assert stream_len(orders, "orders") == 1
+        assert_problem(
+            post(only_orders, "/v1/queues/other/messages", {"body": 3}), 403, "forbidden"
+        )
+        assert_problem(post(only_orders, "/v1/queues/other/pull", {}), 403, "forbidden")
+        assert stream_len(orders, "other") == 0
+        got = post(only_orders, "/v1/queues/orders/pull", {}).json()["messages"]
+        assert [m["body"] for m in got] == [1]
+
+    def test_revoked_key_is_refused_on_the_data_plane(
+        self, orders: TenantCtx, settings: Any, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Revocation reaches the data plane once the local cache entry expires."""
+        settings.HOT_CACHE_TTL_SECONDS = 0.05
+        assert post(orders.client, "/v1/queues/orders/messages", {"body": 1}).status_code == 201
+        key = services_key_id(orders)
+        from tenants.services import key_revoke
+
+        with django_capture_on_commit_callbacks(execute=True):
+            key_revoke(tenant=orders.tenant, key_id=key, actor="test")
+        time.sleep(0.06)
+        assert_problem(
+            post(orders.client, "/v1/queues/orders/messages", {"body": 2}), 401, "unauthenticated"
+        )
+        assert stream_len(orders, "orders") == 1
+
+
+def services_key_id(ctx: TenantCtx) -> str:
+    from tenants.models import ApiKey
+
+    prefix = ctx.key.split("_")[1]
+    return str(ApiKey.objects.for_tenant(ctx.tenant).get(prefix=prefix).id)
+
+
+class TestHotPath:
+    def test_warm_data_plane_makes_no_postgres_query(
+        self, orders: TenantCtx, django_assert_num_queries: Any
+    ) -> None:
+        """Warm publish, pull, ack, nack and modify-deadline make no PostgreSQL query."""
+        post(orders.client, "/v1/queues/orders/messages", {"body": 0})  # warm the caches
+        with django_assert_num_queries(0):
+            assert (
+                post(
+                    orders.client,
+                    "/v1/queues/orders/messages",
+                    {"messages": [{"body": 1}, {"body": 2}, {"body": 3}]},
+                ).status_code
+                == 201
+            )
+            a, b, c = post(orders.client, "/v1/queues/orders/pull", {"max_messages": 3}).json()[
+                "messages"
+            ]
+            assert (
+                post(orders.client, "/v1/queues/orders/ack", {"ack_ids": [a["ack_id"]]}).status_code
+                == 200
+            )
+            assert (
+                post(
+                    orders.client, "/v1/queues/orders/nack", {"ack_ids": [b["ack_id"]]}
+                ).status_code
+                == 200
+            )
+            assert (
+                post(
+                    orders.client,
+                    "/v1/queues/orders/modify-deadline",
+                    {"ack_ids": [c["ack_id"]], "seconds": 60},
+                ).status_code
+                == 200
+            )
+
+    def test_cold_request_does_query_postgres(
+        self, orders: TenantCtx, django_assert_max_num_queries: Any, django_assert_num_queries: Any
+    ) -> None:
+        """The zero-query check can fail: a cold cache reads the key, tenant and queue."""
+        from openplatform.hotcache import forget_all_local
+
+        forget_all_local()
+        get_redis().flushdb()
+        with pytest.raises(pytest.fail.Exception), django_assert_num_queries(0):
+            post(orders.client, "/v1/queues/orders/messages", {"body": 1})
+
+    def test_publish_is_one_redis_round_trip(self, orders: TenantCtx, monkeypatch: Any) -> None:
+        """A warm publish sends exactly one command to Redis (EVALSHA of the publish script)."""
+        post(orders.client, "/v1/queues/orders/messages", {"body": 0})
+        sent: list[str] = []
+        original = aioredis.Redis.execute_command
+
+        async def spy(self: aioredis.Redis, *args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]))
+            return await original(self, *args, **options)
+
+        monkeypatch.setattr(aioredis.Redis, "execute_command", spy)
+        response = post(
+            orders.client, "/v1/queues/orders/messages", {"messages": [{"body": 1}, {"body": 2}]}
+        )
+        assert response.status_code == 201
+        assert sent == ["EVALSHA"]
+
+
+@pytest.mark.django_db(transaction=True)
+class TestLongPolling:
+    async def test_waiting_pull_wakes_on_publish(self) -> None:
+        """A pull with wait_seconds returns as soon as a message is published."""
+        ctx = await sync_to_async(make_tenant)("Waiter")
+        await sync_to_async(services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+        client = BearerAsyncClient(ctx.key)
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(
+            client.post("/v1/queues/jobs/pull", data={"wait_seconds": 10}, content_type=JSON)
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), waiting.result().content
+        published = await client.post(
+            "/v1/queues/jobs/messages", data={"body": "hi"}, content_type=JSON
+        )
+        assert published.status_code == 201
+        response = await asyncio.wait_for(waiting, 10)
+        assert [m["body"] for m in response.json()["messages"]] == ["hi"]
+        assert time.monotonic() - started < 9  # woken by the publish, not by the wait ending
+
+    async def test_wait_ends_with_empty_list(self) -> None:
+        """With nothing published, the pull answers an empty list when the wait ends."""
+        ctx = await sync_to_async(make_tenant)("Idle")
+        await sync_to_async(services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+        client = BearerAsyncClient(ctx.key)
+        started = time.monotonic()
+        response = await client.post(
+            "/v1/queues/jobs/pull", data={"wait_seconds": 1}, content_type=JSON
+        )
+        assert response.json() == {"messages": []}
+        assert time.monotonic() - started >= 1
+
+    async def test_delayed_message_wakes_waiter_when_due(self) -> None:
+        """A waiting pull gets a delayed message when it becomes due, with no publish."""
+        ctx = await sync_to_async(make_tenant)("Delayed")
+        await sync_to_async(services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+        client = BearerAsyncClient(ctx.key)
+        await client.post(
+            "/v1/queues/jobs/messages",
+            data={"body": "later", "delay_seconds": 1},
+            content_type=JSON,
+        )
+        response = await client.post(
+            "/v1/queues/jobs/pull", data={"wait_seconds": 5}, content_type=JSON
+        )
+        assert [m["body"] for m in response.json()["messages"]] == ["later"]
+
+    async def test_a_thousand_waiters_on_one_event_loop(self) -> None:
+        """1,000 pulls wait on one event loop (no thread each) and every one is woken and
+        served when 1,000 messages are published."""
+        ctx = await sync_to_async(make_tenant)("Crowd")
+        queue = await sync_to_async(services.queue_create)(
+            tenant=ctx.tenant, actor="test", name="jobs"
+        )
+        consumer = queue_consumer(
+            str(ctx.tenant.id), await sync_to_async(selectors.queue_document)(queue)
+        )
+        from api.views.messages import pull_messages
+
+        waiters = [
+            asyncio.ensure_future(
+                pull_messages(consumer, count=1, wait_seconds=15, visibility_ms=None)
+            )
+            for _ in range(1000)
+        ]
+        for _ in range(200):
+            if get_notifier().waiting == 1000:
+                break
+            await asyncio.sleep(0.05)
+        assert get_notifier().waiting == 1000
+        from queues.engine.messages import validate_batch
+        from queues.engine.targets import queue_destination
+
+        dest = queue_destination(
+            str(ctx.tenant.id), await sync_to_async(selectors.queue_document)(queue)
+        )
+        from openplatform.redis_client import get_async_redis
+
+        for start in range(0, 1000, 100):
+            batch = validate_batch(
+                {"messages": [{"body": i} for i in range(start, start + 100)]},
+                max_message_bytes=1024,
+                now_ms=now_ms(),
+            )
+            await dataplane.apublish(get_async_redis(), dest, batch, now_ms())
+        results = await asyncio.wait_for(asyncio.gather(*waiters), 14)
+        ids = [m["id"] for r in results for m in r]
+        assert len(ids) == 1000
+        assert len(set(ids)) == 1000
+        assert get_notifier().waiting == 0
