@@ -62,6 +62,7 @@ def tenant_document(tenant: Tenant) -> dict[str, Any]:
         "active": tenant.is_active,
         "max_message_bytes": plan.max_message_bytes,
         "publish_rate_per_second": plan.publish_rate_per_second,
+        "monthly_messages": plan.monthly_messages,
     }
 
 

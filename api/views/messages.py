@@ -78,6 +78,8 @@ PULLED = inline_serializer("PullResult", {"messages": MessageOutSerializer(many=
 PUBLISH_ERRORS = {
     **INVALID,
     **AUTH_ERRORS,
+    403: problem("forbidden (scope, resource) or quota_exceeded (monthly messages)"),
+    429: problem("rate_limited: the plan's messages per second; see Retry-After"),
     **NOT_FOUND,
     413: problem("payload_too_large: a message is over the tenant's size limit; none stored"),
     415: problem("unsupported_media_type: the body is not application/json"),
@@ -187,7 +189,12 @@ async def _publish(
         dest = queue_destination(principal.tenant_id, doc)
     else:
         dest = topic_destination(principal.tenant_id, doc)
-    result = await dataplane.apublish(get_async_redis(), dest, messages, now)
+    tenant = principal.tenant
+    limits = dataplane.Limits(
+        per_second=tenant.get("publish_rate_per_second") or 0,
+        per_month=tenant.get("monthly_messages") or 0,
+    )
+    result = await dataplane.apublish(get_async_redis(), dest, messages, now, limits)
     return json_response({"messages": result}, status=201)
 
 

@@ -5,6 +5,7 @@ async entry points share everything but the await."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from openplatform.errors import InvalidRequest
+from openplatform.errors import InvalidRequest, QuotaExceeded, RateLimited
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
 from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
@@ -35,12 +36,28 @@ def partition_for(key: str, partitions: int) -> int:
 # --- publish ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A tenant's publish limits (0: none), from its plan."""
+
+    per_second: int = 0
+    per_month: int = 0
+
+
+NO_LIMITS = Limits()
+
+
+def _month(now_ms: int) -> str:
+    moment = datetime.fromtimestamp(now_ms / 1000, UTC)
+    return f"m{moment.year}{moment.month:02d}:p"
+
+
 def publish_call(
-    dest: Destination, messages: Sequence[Outgoing], now_ms: int
+    dest: Destination, messages: Sequence[Outgoing], now_ms: int, limits: Limits = NO_LIMITS
 ) -> tuple[list[str], list[Any]]:
     partitions = dest.partitions
     slots: dict[int, int] = {}
-    keys: list[str] = [dest.usage]
+    keys: list[str] = [dest.usage, f"{dest.usage}:rate:{now_ms // 1000}"]
     per_message: list[Any] = []
     dedup_keys: list[str] = []
     dedup_index: dict[str, int] = {}
@@ -74,11 +91,21 @@ def publish_call(
         _hour(now_ms),
         dest.channel,
         "all" if dest.fanout else "",
+        limits.per_second,
+        limits.per_month,
+        _month(now_ms),
     ]
     return keys, args + per_message
 
 
 def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
+    if raw and raw[0] == -1:
+        if raw[1] == b"rate":
+            raise RateLimited(
+                "The plan's publish rate is exhausted for this second; nothing was stored.",
+                retry_after=1,
+            )
+        raise QuotaExceeded("The plan's monthly message quota is used up; nothing was stored.")
     out = []
     for duplicate, record in raw:
         message_id, partition, offset = record.decode().split("\n")
@@ -94,18 +121,27 @@ def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
 
 
 def publish(
-    client: redis.Redis, dest: Destination, messages: Sequence[Outgoing], now_ms: int
+    client: redis.Redis,
+    dest: Destination,
+    messages: Sequence[Outgoing],
+    now_ms: int,
+    limits: Limits = NO_LIMITS,
 ) -> list[dict[str, Any]]:
     """Store validated messages (one round trip). Returns per message id, partition, offset
-    (None while delayed) and whether it was a duplicate within the dedup window."""
-    keys, args = publish_call(dest, messages, now_ms)
+    (None while delayed) and whether it was a duplicate within the dedup window. A batch that
+    would pass the tenant's limits raises RateLimited / QuotaExceeded and stores nothing."""
+    keys, args = publish_call(dest, messages, now_ms, limits)
     return publish_result(scripts.PUBLISH.run(client, keys, args))
 
 
 async def apublish(
-    client: aioredis.Redis, dest: Destination, messages: Sequence[Outgoing], now_ms: int
+    client: aioredis.Redis,
+    dest: Destination,
+    messages: Sequence[Outgoing],
+    now_ms: int,
+    limits: Limits = NO_LIMITS,
 ) -> list[dict[str, Any]]:
-    keys, args = publish_call(dest, messages, now_ms)
+    keys, args = publish_call(dest, messages, now_ms, limits)
     return publish_result(await scripts.PUBLISH.arun(client, keys, args))
 
 

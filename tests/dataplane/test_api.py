@@ -496,3 +496,28 @@ class TestLongPolling:
         assert len(ids) == 1000
         assert len(set(ids)) == 1000
         assert get_notifier().waiting == 0
+
+
+class TestPlanLimits:
+    def test_rate_limited_publish_is_429_with_retry_after(self, orders: TenantCtx) -> None:
+        """A tenant over its plan's publish rate gets 429 with Retry-After; nothing stored."""
+        from tenants.models import Plan
+        from tenants.principals import tenant_cache, tenant_document
+
+        plan = Plan.objects.create(slug="tiny", name="Tiny", publish_rate_per_second=2)
+        orders.tenant.plan = plan
+        orders.tenant.save(update_fields=["plan"])
+        tenant_cache.push(str(orders.tenant.id), tenant_document(orders.tenant))
+        first = post(
+            orders.client, "/v1/queues/orders/messages", {"messages": [{"body": 1}, {"body": 2}]}
+        )
+        assert first.status_code == 201
+        second = post(orders.client, "/v1/queues/orders/messages", {"body": 3})
+        if second.status_code == 201:  # the clock crossed a second boundary: try once more
+            second = post(
+                orders.client,
+                "/v1/queues/orders/messages",
+                {"messages": [{"body": 4}, {"body": 5}, {"body": 6}]},
+            )
+        assert_problem(second, 429, "rate_limited")
+        assert second["Retry-After"] == "1"

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from openplatform.errors import QuotaExceeded, RateLimited
 from openplatform.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane, streams
@@ -376,3 +377,32 @@ class TestPurgeRedriveStats:
             map(int, results[1]["offset"].split("-"))
         )
         assert [body(m) for m in pull(consumer, now=now_ms())] == [4]
+
+
+class TestLimits:
+    def test_rate_limit_rejects_whole_batch(self, acme: TenantCtx) -> None:
+        """Past the plan's messages per second, a batch is refused whole (nothing stored)
+        and the next second accepts again."""
+        dest, consumer = make_queue(acme)
+        limits = dataplane.Limits(per_second=5)
+        batch = validate_batch(
+            {"messages": [{"body": i} for i in range(3)]}, max_message_bytes=1024, now_ms=T0
+        )
+        dataplane.publish(get_redis(), dest, batch, T0, limits)
+        with pytest.raises(RateLimited):
+            dataplane.publish(get_redis(), dest, batch, T0 + 10, limits)
+        assert get_redis().xlen(consumer.streams[0]) == 3
+        dataplane.publish(get_redis(), dest, batch, T0 + 1000, limits)
+        assert get_redis().xlen(consumer.streams[0]) == 6
+
+    def test_monthly_quota(self, acme: TenantCtx) -> None:
+        """Past the plan's monthly messages, publishing is refused and stores nothing."""
+        dest, consumer = make_queue(acme)
+        limits = dataplane.Limits(per_month=4)
+        batch = validate_batch(
+            {"messages": [{"body": i} for i in range(3)]}, max_message_bytes=1024, now_ms=T0
+        )
+        dataplane.publish(get_redis(), dest, batch, T0, limits)
+        with pytest.raises(QuotaExceeded):
+            dataplane.publish(get_redis(), dest, batch, T0 + 5000, limits)
+        assert get_redis().xlen(consumer.streams[0]) == 3
