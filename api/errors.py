@@ -82,7 +82,8 @@ def _flatten_validation(detail: Any, prefix: str = "") -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = key if key != "non_field_errors" else ""
+            # str(): a ListField's item errors are keyed by int index, and index 0 is falsy.
+            name = str(key) if key != "non_field_errors" else ""
             out += _flatten_validation(
                 value, f"{prefix}.{name}" if prefix and name else prefix or name
             )

@@ -49,6 +49,18 @@ INVALID = {400: problem("invalid_request: the body or a parameter is invalid")}
 UNAVAILABLE = {503: problem("unavailable: a backing service is down; see Retry-After")}
 
 
+def problem_media_type(result: dict, generator: object, request: object, public: bool) -> dict:
+    """A POSTPROCESSING_HOOK: error answers are ``application/problem+json`` (API.md), but
+    drf-spectacular labels every response with the renderer's ``application/json``."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content") if isinstance(response, dict) else None
+                if str(status).startswith(("4", "5")) and content and "application/json" in content:
+                    content["application/problem+json"] = content.pop("application/json")
+    return result
+
+
 def page_of(name: str, item: type[serializers.Serializer]) -> serializers.Serializer:
     return inline_serializer(
         name=f"{name}Page",

@@ -169,3 +169,7 @@ class ConsumerPosition(models.Model):
                 name="position_has_one_owner",
             ),
         ]
+
+    def __str__(self) -> str:
+        owner = self.queue_id or self.subscription_id
+        return f"{owner}[{self.partition}] at {self.last_delivered_id}"

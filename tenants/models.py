@@ -218,3 +218,6 @@ class UsageRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "hour"], name="usage_unique_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"

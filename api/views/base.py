@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from rest_framework.request import Request
@@ -99,6 +100,9 @@ def read_json(request: HttpRequest, *, empty: Any = None) -> Any:
         raw = request.body
     except RequestDataTooBig as exc:
         raise PayloadTooLarge("The request body is larger than the server accepts.") from exc
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and len(raw) > limit:  # a chunked upload has no Content-Length to check
+        raise PayloadTooLarge("The request body is larger than the server accepts.")
     if not raw:
         return empty if empty is not None else {}
     content_type = request.content_type or ""

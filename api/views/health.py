@@ -36,7 +36,7 @@ async def readyz(request: HttpRequest) -> HttpResponse:
         failures.append("postgresql")
     try:
         await asyncio.wait_for(get_async_redis().ping(), READY_TIMEOUT_SECONDS)
-    except Exception:  # noqa: BLE001 - same: not ready
+    except Exception:
         failures.append("redis")
     if failures:
         return problem_response(

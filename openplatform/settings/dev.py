@@ -5,4 +5,4 @@ from openplatform.settings.base import env
 
 DEBUG = env("DEBUG", True)
 # A fixed, obviously-local key: dev data is throwaway and never reachable from outside.
-SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-key-never-used-in-production")  # noqa: S105
+SECRET_KEY = env("SECRET_KEY", "dev-only-insecure-key-never-used-in-production")

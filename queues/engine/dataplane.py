@@ -5,10 +5,10 @@ async entry points share everything but the await."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis

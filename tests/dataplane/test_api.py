@@ -69,7 +69,8 @@ class TestPublish:
         assert one.status_code == 201, one.content
         (item,) = one.json()["messages"]
         assert set(item) == {"id", "partition", "offset", "duplicate"}
-        assert item["partition"] == 0 and item["duplicate"] is False
+        assert item["partition"] == 0
+        assert item["duplicate"] is False
         batch = post(
             orders.client,
             "/v1/queues/orders/messages",
@@ -77,9 +78,8 @@ class TestPublish:
         )
         assert batch.status_code == 201
         offsets = [m["offset"] for m in batch.json()["messages"]]
-        assert len(offsets) == 100 and offsets == sorted(
-            offsets, key=lambda o: tuple(map(int, o.split("-")))
-        )
+        assert len(offsets) == 100
+        assert offsets == sorted(offsets, key=lambda o: tuple(map(int, o.split("-"))))
         assert stream_len(orders, "orders") == 101
 
     def test_delivered_shape_binary_and_attributes(self, orders: TenantCtx) -> None:
@@ -103,8 +103,10 @@ class TestPublish:
         first, second = pulled
         assert base64.b64decode(first["body_base64"]) == b"\x00\xffbin"
         assert "body" not in first
-        assert first["attributes"] == {"k": "v"} and first["key"] is None
-        assert second["body"] == [1, "two", None] and second["key"] == "customer-42"
+        assert first["attributes"] == {"k": "v"}
+        assert first["key"] is None
+        assert second["body"] == [1, "two", None]
+        assert second["key"] == "customer-42"
         assert second["attributes"] == {}
         for m in pulled:
             assert set(m) >= {
@@ -115,7 +117,8 @@ class TestPublish:
                 "partition",
                 "offset",
             }
-            assert m["delivery_attempt"] == 1 and m["publish_time"].endswith("Z")
+            assert m["delivery_attempt"] == 1
+            assert m["publish_time"].endswith("Z")
 
     def test_invalid_batch_is_rejected_whole(self, orders: TenantCtx) -> None:
         """Any invalid message rejects the batch with errors naming each bad index; nothing
