@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.views import fallback, keys, messages, tenant
+from api.views import fallback, keys, messages, queues, subscriptions, tenant, topics
 
 urlpatterns = [
     path("keys", keys.KeyListCreateView.as_view(), name="keys"),
@@ -44,5 +44,22 @@ urlpatterns = [
     ),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("queues", queues.QueueListCreateView.as_view(), name="queues"),
+    path("queues/<str:queue>", queues.QueueDetailView.as_view(), name="queue-detail"),
+    path("queues/<str:queue>/purge", queues.QueuePurgeView.as_view(), name="queue-purge"),
+    path("queues/<str:queue>/redrive", queues.QueueRedriveView.as_view(), name="queue-redrive"),
+    path("topics", topics.TopicListCreateView.as_view(), name="topics"),
+    path("topics/<str:topic>", topics.TopicDetailView.as_view(), name="topic-detail"),
+    path("subscriptions", subscriptions.SubscriptionListCreateView.as_view(), name="subscriptions"),
+    path(
+        "subscriptions/<str:subscription>",
+        subscriptions.SubscriptionDetailView.as_view(),
+        name="subscription-detail",
+    ),
+    path(
+        "subscriptions/<str:subscription>/seek",
+        subscriptions.SubscriptionSeekView.as_view(),
+        name="subscription-seek",
+    ),
     re_path(r"^(?P<rest>.*)$", fallback.not_found),
 ]

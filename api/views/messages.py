@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 
 from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
+from api.views.queues import QueuePeekView
+from api.views.topics import TopicLogView
 from openplatform.errors import InvalidRequest
 from openplatform.redis_client import get_async_redis
 from queues.engine import dataplane
@@ -32,6 +35,9 @@ from queues.engine.waiters import get_notifier
 from queues.models import MAX_VISIBILITY_TIMEOUT
 from queues.selectors import aresource_doc
 from tenants.principals import Principal
+
+_queue_peek = QueuePeekView.as_view()
+_topic_log = TopicLogView.as_view()
 
 MAX_WAIT_SECONDS = 20
 DEFAULT_MAX_MESSAGES = 10
@@ -214,6 +220,12 @@ class QueuePublishView(AsyncTenantAPIView):
     async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
         return await _publish(request, principal, "queue", queue)
 
+    async def get(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+        """GET on this path is the peek (a control-plane read), served by its own view."""
+        return await sync_to_async(_queue_peek)(request, queue=queue)
+
+    get.kwargs = QueuePeekView.get.kwargs  # type: ignore[attr-defined]  # its OpenAPI operation
+
 
 class TopicPublishView(AsyncTenantAPIView):
     scope_map = {"POST": "publish", "GET": "consume"}
@@ -229,6 +241,12 @@ class TopicPublishView(AsyncTenantAPIView):
     )
     async def post(self, request: HttpRequest, principal: Principal, topic: str) -> HttpResponse:
         return await _publish(request, principal, "topic", topic)
+
+    async def get(self, request: HttpRequest, principal: Principal, topic: str) -> HttpResponse:
+        """GET on this path reads the log by offset, served by its own view."""
+        return await sync_to_async(_topic_log)(request, topic=topic)
+
+    get.kwargs = TopicLogView.get.kwargs  # type: ignore[attr-defined]  # its OpenAPI operation
 
 
 # --- pull -------------------------------------------------------------------------------------

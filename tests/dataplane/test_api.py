@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import AsyncClient, Client
 
 from openplatform.redis_client import get_redis
@@ -410,6 +411,13 @@ class TestHotPath:
 
 @pytest.mark.django_db(transaction=True)
 class TestLongPolling:
+    @pytest.fixture(autouse=True)
+    async def close_worker_connections(self) -> Any:
+        """The ORM calls of these tests run in asgiref's worker thread: close its connection
+        so the test database can be dropped at the end of the run."""
+        yield
+        await sync_to_async(connections.close_all)()
+
     async def test_waiting_pull_wakes_on_publish(self) -> None:
         """A pull with wait_seconds returns as soon as a message is published."""
         ctx = await sync_to_async(make_tenant)("Waiter")

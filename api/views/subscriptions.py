@@ -1,0 +1,316 @@
+"""Subscriptions: create, list, inspect (with live stats), change and delete them, and seek
+them to replay or skip their topic's retained log.
+
+A subscription is reached by a key whose patterns cover ``subscription:<name>`` or
+``topic:<its topic>``. Creating one needs the topic covered: a subscription reads every
+message of its topic, so a key must not be able to open one on a topic it may not read.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.pagination import paginate
+from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, page_of, problem
+from api.views.base import TenantAPIView
+from api.views.queues import (
+    NameField,
+    RetryBackoffSerializer,
+    StatsSerializer,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+    stats_of,
+    visible,
+)
+from openplatform.errors import Forbidden
+from queues import selectors, services
+from queues.engine.messages import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES
+from queues.engine.targets import subscription_consumer
+from queues.models import MAX_DELIVERY_ATTEMPTS, MAX_VISIBILITY_TIMEOUT, StartAt, Subscription
+from tenants.principals import Principal
+
+RFC3339 = re.compile(r"\A\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)\Z")
+SEEK_HELP = '"earliest", "latest" or an RFC 3339 time'
+
+
+class FilterSerializer(StrictSerializer):
+    attributes = serializers.DictField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Deliver only messages that carry all these attributes with these values.",
+    )
+
+    def validate_attributes(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ATTRIBUTES:
+            raise serializers.ValidationError(f"At most {MAX_ATTRIBUTES} attributes.")
+        if any(not 1 <= len(name) <= MAX_ATTRIBUTE_KEY for name in value):
+            raise serializers.ValidationError(
+                f"Attribute names are 1 to {MAX_ATTRIBUTE_KEY} characters."
+            )
+        return value
+
+
+class SubscriptionOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    topic = serializers.CharField(help_text="The topic's name.")
+    visibility_timeout = serializers.IntegerField()
+    max_delivery_attempts = serializers.IntegerField(allow_null=True)
+    dead_letter_queue = serializers.CharField(allow_null=True)
+    retry_backoff = RetryBackoffSerializer()
+    filter = FilterSerializer()
+    start_at = serializers.ChoiceField(choices=StartAt.values)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class SubscriptionDetailOutputSerializer(SubscriptionOutputSerializer):
+    stats = StatsSerializer()
+
+
+def subscription_data(sub: Subscription) -> dict[str, Any]:
+    dlq = sub.dead_letter_queue
+    return {
+        "name": sub.name,
+        "topic": sub.topic.name,
+        "visibility_timeout": sub.visibility_timeout,
+        "max_delivery_attempts": sub.max_delivery_attempts,
+        "dead_letter_queue": dlq.name if dlq else None,
+        "retry_backoff": sub.retry_backoff,
+        "filter": {"attributes": dict(sub.filter_attributes or {})},
+        "start_at": sub.start_at,
+        "created_at": sub.created_at,
+        "updated_at": sub.updated_at,
+    }
+
+
+def may_access(principal: Principal, name: str, topic: str) -> bool:
+    return principal.may_access("subscription", name) or principal.may_access("topic", topic)
+
+
+class SubscriptionView(TenantAPIView):
+    """Shared by the views of one named subscription."""
+
+    def get_subscription(self, name: str) -> Subscription:
+        """The caller's subscription ``name``: 404 when this tenant has none, then 403 when
+        the key's patterns cover neither it nor its topic."""
+        sub = selectors.subscription_get(tenant=self.tenant, name=name)
+        if not may_access(self.principal, sub.name, sub.topic.name):
+            raise Forbidden(f"This API key does not cover subscription '{sub.name}'.")
+        return sub
+
+    def require_dead_letter_queue(self, name: str | None) -> None:
+        if name is not None:
+            self.principal.require_resource("queue", name)
+
+
+class SubscriptionListCreateView(SubscriptionView):
+    """``GET|POST /v1/subscriptions``."""
+
+    class InputSerializer(StrictSerializer):
+        name = NameField()
+        topic = NameField(help_text="The topic's name.")
+        visibility_timeout = StrictIntegerField(
+            min_value=0, max_value=MAX_VISIBILITY_TIMEOUT, default=30
+        )
+        max_delivery_attempts = StrictIntegerField(
+            min_value=1, max_value=MAX_DELIVERY_ATTEMPTS, allow_null=True, default=None
+        )
+        dead_letter_queue = NameField(allow_null=True, default=None)
+        retry_backoff = RetryBackoffSerializer(required=False)
+        filter = FilterSerializer(required=False)
+        start_at = serializers.ChoiceField(choices=StartAt.values, default=StartAt.LATEST)
+
+        class Meta:
+            ref_name = "SubscriptionCreate"
+
+    @extend_schema(
+        operation_id="subscriptions_list",
+        parameters=[
+            OpenApiParameter("limit", int, description="1..200, default 50"),
+            OpenApiParameter("cursor", str),
+        ],
+        responses={
+            200: page_of("Subscription", SubscriptionOutputSerializer),
+            **INVALID,
+            **AUTH_ERRORS,
+        },
+        description="The tenant's subscriptions by name; a key limited to some resources sees "
+        "those it covers by name or by topic.",
+    )
+    def get(self, request: Request) -> Response:
+        queryset = visible(
+            selectors.subscription_list(tenant=self.tenant),
+            self.principal,
+            lambda name, topic: may_access(self.principal, name, topic),
+            "name",
+            "topic__name",
+        )
+        return Response(
+            paginate(queryset, request.query_params, ordering=["name"], serialize=subscription_data)
+        )
+
+    @extend_schema(
+        operation_id="subscriptions_create",
+        request=InputSerializer,
+        responses={
+            201: SubscriptionOutputSerializer,
+            **INVALID,
+            **AUTH_ERRORS,
+            403: problem(
+                "forbidden (scope, or the key does not cover the topic or dead-letter queue) "
+                "or quota_exceeded (too many subscriptions)"
+            ),
+            409: problem("conflict: a subscription of that name exists"),
+            **UNAVAILABLE,
+        },
+        description="Receives every message published to the topic from now on (or every "
+        "retained one with start_at earliest) that matches its filter.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = data.validated_data
+        self.principal.require_resource("topic", fields["topic"])
+        self.require_dead_letter_queue(fields["dead_letter_queue"])
+        sub = services.subscription_create(tenant=self.tenant, actor=self.principal.actor, **fields)
+        return Response(subscription_data(sub), status=201)
+
+
+class SubscriptionDetailView(SubscriptionView):
+    """``GET|PATCH|DELETE /v1/subscriptions/{subscription}``."""
+
+    class InputSerializer(StrictSerializer):
+        immutable = ("name", "topic", "start_at")
+
+        visibility_timeout = StrictIntegerField(min_value=0, max_value=MAX_VISIBILITY_TIMEOUT)
+        max_delivery_attempts = StrictIntegerField(
+            min_value=1, max_value=MAX_DELIVERY_ATTEMPTS, allow_null=True
+        )
+        dead_letter_queue = NameField(allow_null=True)
+        retry_backoff = RetryBackoffSerializer()
+        filter = FilterSerializer()
+
+        class Meta:
+            ref_name = "SubscriptionUpdate"
+
+    @extend_schema(
+        operation_id="subscriptions_retrieve",
+        description="The subscription's settings and its live message counts.",
+        responses={
+            200: SubscriptionDetailOutputSerializer,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
+            **UNAVAILABLE,
+        },
+    )
+    def get(self, request: Request, subscription: str) -> Response:
+        sub = self.get_subscription(subscription)
+        consumer = subscription_consumer(str(self.tenant.id), selectors.subscription_document(sub))
+        return Response({**subscription_data(sub), "stats": stats_of(consumer)})
+
+    @extend_schema(
+        operation_id="subscriptions_update",
+        request=InputSerializer,
+        responses={200: SubscriptionOutputSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        description="Changes the given settings; name, topic and start_at cannot change.",
+    )
+    def patch(self, request: Request, subscription: str) -> Response:
+        sub = self.get_subscription(subscription)
+        data = self.InputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        self.require_dead_letter_queue(changes.get("dead_letter_queue"))
+        updated = services.subscription_update(
+            tenant=self.tenant, actor=self.principal.actor, subscription=sub, changes=changes
+        )
+        return Response(subscription_data(updated))
+
+    @extend_schema(
+        operation_id="subscriptions_destroy",
+        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
+        description="Deletes the subscription and its leases; the topic's log is untouched.",
+    )
+    def delete(self, request: Request, subscription: str) -> Response:
+        sub = self.get_subscription(subscription)
+        services.subscription_delete(
+            tenant=self.tenant, actor=self.principal.actor, subscription=sub
+        )
+        return Response(status=204)
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class SeekTargetField(serializers.Field):
+    """``earliest``, ``latest`` or an RFC 3339 time (with its offset) → str or aware datetime."""
+
+    default_error_messages = {"invalid": f"Expected {SEEK_HELP}."}
+
+    def to_internal_value(self, data: Any) -> str | datetime:
+        if data in ("earliest", "latest"):
+            return str(data)
+        if not isinstance(data, str) or not RFC3339.match(data):
+            self.fail("invalid")
+        try:
+            return datetime.fromisoformat(data.upper().replace("Z", "+00:00"))
+        except ValueError:
+            self.fail("invalid")
+        raise AssertionError  # unreachable: fail() raises
+
+    def to_representation(self, value: str | datetime) -> str:
+        if isinstance(value, datetime):
+            # seeks are to the millisecond, like stream offsets
+            utc = value.astimezone(UTC)
+            spec = "milliseconds" if utc.microsecond else "seconds"
+            return utc.isoformat(timespec=spec).replace("+00:00", "Z")
+        return value
+
+
+class SubscriptionSeekView(SubscriptionView):
+    """``POST /v1/subscriptions/{subscription}/seek``: what a consumer does, so the consume
+    scope."""
+
+    scope_map = {"POST": "consume"}
+
+    class InputSerializer(StrictSerializer):
+        to = SeekTargetField(help_text=SEEK_HELP)
+
+        class Meta:
+            ref_name = "SubscriptionSeek"
+
+    class OutputSerializer(serializers.Serializer):
+        to = SeekTargetField(help_text=SEEK_HELP)
+
+        class Meta:
+            ref_name = "SubscriptionSought"
+
+    @extend_schema(
+        operation_id="subscriptions_seek",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            **INVALID,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
+            **UNAVAILABLE,
+        },
+        description="Replays (or skips) the retained log from that point: every message "
+        "published at or after it is delivered (again); leases in flight are dropped. "
+        "Consume scope.",
+    )
+    def post(self, request: Request, subscription: str) -> Response:
+        sub = self.get_subscription(subscription)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        to = data.validated_data["to"]
+        services.subscription_seek(
+            tenant=self.tenant, actor=self.principal.actor, subscription=sub, to=to
+        )
+        return Response(self.OutputSerializer({"to": to}).data)

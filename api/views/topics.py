@@ -1,0 +1,228 @@
+"""Topics: create, list, inspect, change the retention of and delete them, and read a
+partition's retained log without any subscription (offset-based consumers keep their own
+position).
+
+A named topic is looked up in the caller's tenant first (404), then checked against the key's
+resource patterns (403).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.pagination import paginate
+from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, page_of, problem
+from api.views.base import TenantAPIView
+from api.views.queues import (
+    MAX_RETENTION,
+    MIN_RETENTION,
+    NameField,
+    StoredMessageSerializer,
+    StrictIntegerField,
+    StrictSerializer,
+    offset_or_none,
+    visible,
+)
+from openplatform.errors import InvalidRequest
+from openplatform.redis_client import get_redis
+from queues import selectors, services
+from queues.engine import streams
+from queues.models import Topic
+
+MAX_PARTITIONS = 64
+LOG_DEFAULT, LOG_MAX = 100, 1000
+
+
+class TopicOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    partitions = serializers.IntegerField()
+    retention_seconds = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def topic_data(topic: Topic) -> dict[str, Any]:
+    return {
+        "name": topic.name,
+        "partitions": topic.partitions,
+        "retention_seconds": topic.retention_seconds,
+        "created_at": topic.created_at,
+        "updated_at": topic.updated_at,
+    }
+
+
+class TopicView(TenantAPIView):
+    """Shared by the views of one named topic."""
+
+    def get_topic(self, name: str) -> Topic:
+        """The caller's topic ``name``: 404 when this tenant has none, then 403 when the
+        key's patterns do not cover it."""
+        topic = selectors.topic_get(tenant=self.tenant, name=name)
+        self.principal.require_resource("topic", topic.name)
+        return topic
+
+
+class TopicListCreateView(TopicView):
+    """``GET|POST /v1/topics``."""
+
+    class InputSerializer(StrictSerializer):
+        name = NameField()
+        partitions = StrictIntegerField(min_value=1, max_value=MAX_PARTITIONS, default=1)
+        retention_seconds = StrictIntegerField(
+            min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=604800
+        )
+
+        class Meta:
+            ref_name = "TopicCreate"
+
+    @extend_schema(
+        operation_id="topics_list",
+        parameters=[
+            OpenApiParameter("limit", int, description="1..200, default 50"),
+            OpenApiParameter("cursor", str),
+        ],
+        responses={200: page_of("Topic", TopicOutputSerializer), **INVALID, **AUTH_ERRORS},
+        description="The tenant's topics by name; a key limited to some resources sees those.",
+    )
+    def get(self, request: Request) -> Response:
+        queryset = visible(
+            selectors.topic_list(tenant=self.tenant),
+            self.principal,
+            lambda name: self.principal.may_access("topic", name),
+            "name",
+        )
+        return Response(
+            paginate(queryset, request.query_params, ordering=["name"], serialize=topic_data)
+        )
+
+    @extend_schema(
+        operation_id="topics_create",
+        request=InputSerializer,
+        responses={
+            201: TopicOutputSerializer,
+            **INVALID,
+            **AUTH_ERRORS,
+            403: problem("forbidden (scope or resource) or quota_exceeded (too many topics)"),
+            409: problem("conflict: a topic of that name exists"),
+        },
+        description="The number of partitions is fixed once the topic exists.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        self.principal.require_resource("topic", data.validated_data["name"])
+        topic = services.topic_create(
+            tenant=self.tenant, actor=self.principal.actor, **data.validated_data
+        )
+        return Response(topic_data(topic), status=201)
+
+
+class TopicDetailView(TopicView):
+    """``GET|PATCH|DELETE /v1/topics/{topic}``."""
+
+    class InputSerializer(StrictSerializer):
+        immutable = ("name", "partitions")
+
+        retention_seconds = StrictIntegerField(min_value=MIN_RETENTION, max_value=MAX_RETENTION)
+
+        class Meta:
+            ref_name = "TopicUpdate"
+
+    @extend_schema(
+        operation_id="topics_retrieve",
+        description="The topic's settings.",
+        responses={200: TopicOutputSerializer, **AUTH_ERRORS, **NOT_FOUND},
+    )
+    def get(self, request: Request, topic: str) -> Response:
+        return Response(topic_data(self.get_topic(topic)))
+
+    @extend_schema(
+        operation_id="topics_update",
+        request=InputSerializer,
+        responses={200: TopicOutputSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        description="Only the retention can change: more partitions would break per-key order.",
+    )
+    def patch(self, request: Request, topic: str) -> Response:
+        row = self.get_topic(topic)
+        data = self.InputSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        updated = services.topic_update(
+            tenant=self.tenant,
+            actor=self.principal.actor,
+            topic=row,
+            changes=dict(data.validated_data),
+        )
+        return Response(topic_data(updated))
+
+    @extend_schema(
+        operation_id="topics_destroy",
+        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
+        description="Deletes the topic, its subscriptions and all their messages.",
+    )
+    def delete(self, request: Request, topic: str) -> Response:
+        row = self.get_topic(topic)
+        services.topic_delete(tenant=self.tenant, actor=self.principal.actor, topic=row)
+        return Response(status=204)
+
+
+class TopicLogView(TopicView):
+    """``GET /v1/topics/{topic}/messages`` (POST on that path is the publish view)."""
+
+    scope_map = {"GET": "consume"}
+
+    class QuerySerializer(serializers.Serializer):
+        partition = serializers.IntegerField(min_value=0, default=0)
+        after = serializers.CharField(required=False, allow_blank=True)
+        limit = serializers.IntegerField(min_value=1, max_value=LOG_MAX, default=LOG_DEFAULT)
+
+    @extend_schema(
+        operation_id="topics_messages_read",
+        parameters=[
+            OpenApiParameter("partition", int, description="0..partitions-1, default 0"),
+            OpenApiParameter("after", str, description="Start after this offset (a page's next)"),
+            OpenApiParameter("limit", int, description=f"1..{LOG_MAX}, default {LOG_DEFAULT}"),
+        ],
+        responses={
+            200: inline_serializer(
+                "TopicLog",
+                {
+                    "messages": StoredMessageSerializer(many=True),
+                    "next": serializers.CharField(
+                        allow_null=True,
+                        help_text="Pass as after for the next page; null when this page "
+                        "reached the end of the log (keep the last offset to poll again).",
+                    ),
+                },
+            ),
+            **INVALID,
+            **AUTH_ERRORS,
+            **NOT_FOUND,
+            **UNAVAILABLE,
+        },
+        description="A partition's retained messages in publish order (consume scope).",
+    )
+    def get(self, request: Request, topic: str) -> Response:
+        row = self.get_topic(topic)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        partition, limit = query.validated_data["partition"], query.validated_data["limit"]
+        if partition >= row.partitions:
+            raise InvalidRequest(
+                f"partition: the topic has partitions 0 to {row.partitions - 1}.",
+                errors=[{"field": "partition", "detail": "Out of range."}],
+            )
+        messages = streams.log_read(
+            get_redis(),
+            str(self.tenant.id),
+            str(row.id),
+            partition=partition,
+            after=offset_or_none(query.validated_data.get("after"), "after"),
+            limit=limit,
+        )
+        more = len(messages) == limit
+        return Response({"messages": messages, "next": messages[-1]["offset"] if more else None})
