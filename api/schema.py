@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -69,3 +72,17 @@ def page_of(name: str, item: type[serializers.Serializer]) -> serializers.Serial
             "next": serializers.CharField(allow_null=True),
         },
     )
+
+
+class PlatformAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, minus the base views' own docstrings: a view class with
+    no docstring would otherwise describe its operations with the tenant gate's internals."""
+
+    def get_description(self) -> str:
+        from rest_framework.views import APIView
+
+        from api.views.base import AsyncTenantAPIView, TenantAPIView
+
+        description = super().get_description()
+        inherited = {inspect.getdoc(cls) for cls in (TenantAPIView, AsyncTenantAPIView, APIView)}
+        return "" if description in inherited else description
