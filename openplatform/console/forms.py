@@ -1,0 +1,143 @@
+"""The console's forms. They parse what a person typed; the services decide what is valid, and
+their errors come back onto the form with :func:`add_platform_error`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+
+from openplatform.errors import PlatformError
+from queues.models import StartAt
+from tenants.models import Scope
+
+NAME_HELP = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."
+
+
+class LoginForm(AuthenticationForm):
+    """Email and password. Addresses are stored in lower case, so they are matched that way."""
+
+    username = forms.EmailField(
+        label="Email",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+
+    def clean_username(self) -> str:
+        return self.cleaned_data["username"].strip().lower()
+
+
+def add_platform_error(form: forms.Form, exc: PlatformError) -> None:
+    """Show a service's error on the form: field errors beside their fields, the rest on top."""
+    items = exc.errors or []
+    placed = False
+    for item in items:
+        field = item.get("field")
+        if field not in form.fields or field in form.errors:
+            continue
+        detail = item.get("detail") or exc.detail
+        if len(items) == 1 and exc.detail != f"{field}: {detail}":
+            # Some services give a generic line per field ("Invalid resources.") and say
+            # what is wrong in the summary: show the summary then.
+            detail = exc.detail
+        form.add_error(field, detail)
+        placed = True
+    if not placed:
+        form.add_error(None, exc.detail)
+
+
+def _name_field(placeholder: str) -> forms.CharField:
+    return forms.CharField(
+        max_length=128,
+        help_text=NAME_HELP,
+        widget=forms.TextInput(attrs={"placeholder": placeholder, "autofocus": True}),
+    )
+
+
+class QueueForm(forms.Form):
+    name = _name_field("orders")
+    visibility_timeout = forms.IntegerField(
+        label="Visibility timeout (seconds)",
+        min_value=0,
+        initial=30,
+        help_text="How long a pulled message stays hidden before it is delivered again.",
+    )
+    delay_seconds = forms.IntegerField(label="Delivery delay (seconds)", min_value=0, initial=0)
+    retention_seconds = forms.IntegerField(
+        label="Retention (seconds)",
+        min_value=0,
+        initial=345600,
+        help_text="From 60 seconds to 14 days (1209600). Default: 4 days.",
+    )
+    dead_letter_queue = forms.ChoiceField(
+        label="Dead-letter queue",
+        required=False,
+        help_text="Where messages go after too many failed deliveries.",
+    )
+    max_delivery_attempts = forms.IntegerField(
+        label="Max delivery attempts",
+        min_value=1,
+        required=False,
+        help_text="Needed with a dead-letter queue.",
+    )
+
+    def __init__(self, *args: Any, queue_names: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["dead_letter_queue"].choices = [("", "None")] + [(n, n) for n in queue_names]
+
+
+class TopicForm(forms.Form):
+    name = _name_field("events")
+    partitions = forms.IntegerField(
+        min_value=1,
+        initial=1,
+        help_text="1 to 64. Messages with the same key keep their order within a partition.",
+    )
+    retention_seconds = forms.IntegerField(
+        label="Retention (seconds)",
+        min_value=0,
+        initial=604800,
+        help_text="From 60 seconds to 14 days (1209600). Default: 7 days.",
+    )
+
+
+class SubscriptionForm(forms.Form):
+    name = _name_field("billing-events")
+    topic = forms.ChoiceField()
+    start_at = forms.ChoiceField(
+        label="Start at",
+        choices=StartAt.choices,
+        initial=StartAt.LATEST,
+        help_text="Latest: only messages published from now on. Earliest: the retained log too.",
+    )
+    visibility_timeout = forms.IntegerField(
+        label="Visibility timeout (seconds)", min_value=0, initial=30
+    )
+
+    def __init__(self, *args: Any, topic_names: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["topic"].choices = [(n, n) for n in topic_names]
+
+
+class KeyForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, widget=forms.TextInput(attrs={"placeholder": "ci-publisher"})
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[Scope.PUBLISH, Scope.CONSUME],
+        help_text="publish: send messages. consume: pull and acknowledge. "
+        "manage: create and change queues, topics and subscriptions.",
+    )
+    resources = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "queue:orders\ntopic:events.*"}),
+        help_text="One pattern per line (or comma-separated), like queue:orders or topic:events.*"
+        ". Leave empty to allow every resource.",
+    )
+
+    def clean_resources(self) -> list[str]:
+        raw = self.cleaned_data["resources"]
+        return [part.strip() for part in raw.replace(",", "\n").splitlines() if part.strip()]

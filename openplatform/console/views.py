@@ -1,0 +1,420 @@
+"""The web console: server-rendered pages for the people of a tenant.
+
+Every page needs a login and acts for one tenant, the one chosen in the session
+(``session["tenant_id"]``, set at login to the user's first membership and changed with the
+tenant switcher). Everything is looked up within that tenant, so another tenant's object is a
+404. Viewers see everything and change nothing: every write view refuses them with a 403.
+Writes go through the domain services, which also write the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse, reverse_lazy
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.generic import FormView, TemplateView
+from redis.exceptions import RedisError
+
+from openplatform.console.forms import (
+    KeyForm,
+    LoginForm,
+    QueueForm,
+    SubscriptionForm,
+    TopicForm,
+    add_platform_error,
+)
+from openplatform.errors import NotFound, PlatformError
+from openplatform.redis_client import get_redis
+from queues import selectors as queue_selectors
+from queues import services as queue_services
+from queues.engine import streams
+from queues.engine.messages import now_ms
+from queues.engine.targets import Consumer, queue_consumer, subscription_consumer
+from queues.models import Queue, Subscription, Topic
+from tenants import selectors as tenant_selectors
+from tenants import services as tenant_services
+from tenants.models import ApiKey, Membership, Role, Tenant
+
+SESSION_TENANT = "tenant_id"
+WRITER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
+RECENT_EVENTS = 10
+STORE_DOWN = "The message store is unreachable; try again in a moment."
+
+
+def user_memberships(user: Any) -> QuerySet[Membership]:
+    """A person's memberships, oldest first: the first one is where a login lands."""
+    return (
+        Membership.all_tenants.filter(user=user)
+        .select_related("tenant__plan")
+        .order_by("created_at", "id")
+    )
+
+
+# --- sign in and out ---------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    form_class = LoginForm
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+    def form_valid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_valid(form)
+        first = user_memberships(form.get_user()).first()
+        if first is not None:
+            self.request.session[SESSION_TENANT] = str(first.tenant_id)
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    """POST only (Django's rule): a link or an image cannot sign anyone out."""
+
+    next_page = reverse_lazy("console:login")
+
+
+# --- the tenant gate ---------------------------------------------------------------------------
+
+
+@method_decorator(never_cache, name="dispatch")
+class TenantMixin(LoginRequiredMixin):
+    """Resolves the session's tenant and the user's role in it before any handler runs.
+
+    A session naming a tenant the user no longer belongs to falls back to their first
+    membership; a user with no membership at all gets a 403 page.
+    """
+
+    request: HttpRequest
+    memberships: list[Membership]
+    membership: Membership
+    tenant: Tenant
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        memberships = list(user_memberships(request.user))
+        if not memberships:
+            return render(request, "console/no_tenant.html", status=403)
+        chosen = request.session.get(SESSION_TENANT)
+        membership = next((m for m in memberships if str(m.tenant_id) == chosen), memberships[0])
+        if chosen != str(membership.tenant_id):
+            request.session[SESSION_TENANT] = str(membership.tenant_id)
+        self.memberships = memberships
+        self.membership = membership
+        self.tenant = membership.tenant
+        self.check_access()
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def check_access(self) -> None:
+        """Raise PermissionDenied when the user's role may not use this view."""
+
+    @property
+    def can_write(self) -> bool:
+        return self.membership.role in WRITER_ROLES and self.tenant.is_active
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.request.user.email}"  # type: ignore[union-attr]
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context.update(
+            tenant=self.tenant,
+            membership=self.membership,
+            memberships=self.memberships,
+            can_write=self.can_write,
+        )
+        return context
+
+
+class WriterMixin(TenantMixin):
+    """For views that change something: viewers (and suspended tenants) get a 403 on every
+    method, so neither the form nor its POST is theirs to use."""
+
+    def check_access(self) -> None:
+        if not self.can_write:
+            raise PermissionDenied("Your role in this tenant cannot make changes.")
+
+
+class TenantSwitchView(TenantMixin, View):
+    """POST tenant_id: act for another tenant the user belongs to (any role may switch)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        wanted = request.POST.get("tenant_id", "")
+        target = next((m for m in self.memberships if str(m.tenant_id) == wanted), None)
+        if target is None:
+            raise Http404("No such tenant.")
+        request.session[SESSION_TENANT] = str(target.tenant_id)
+        messages.info(request, f"Now working in {target.tenant.name}.")
+        return redirect("console:dashboard")
+
+
+# --- the dashboard -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsumerRow:
+    """A queue or a subscription with its live numbers (None when Redis did not answer)."""
+
+    item: Queue | Subscription
+    stats: dict[str, int] | None
+
+
+@dataclass(frozen=True)
+class TopicRow:
+    item: Topic
+    subscriptions: int
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    item: ApiKey
+    status: str  # "active", "expired" or "revoked"
+
+
+def _live_stats(consumers: list[Consumer]) -> list[dict[str, int]] | None:
+    """available / in flight / delayed / oldest age of each consumer; None if Redis is down."""
+    if not consumers:
+        return []
+    try:
+        client, now = get_redis(), now_ms()
+        return [streams.consumer_stats(client, consumer, now) for consumer in consumers]
+    except RedisError:
+        return None
+
+
+def _key_status(key: ApiKey) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        return "expired"
+    return "active"
+
+
+class DashboardView(TenantMixin, TemplateView):
+    template_name = "console/dashboard.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        tenant = self.tenant
+        tenant_id = str(tenant.id)
+        queues = list(queue_selectors.queue_list(tenant=tenant).order_by("name"))
+        topics = list(queue_selectors.topic_list(tenant=tenant).order_by("name"))
+        subs = list(queue_selectors.subscription_list(tenant=tenant).order_by("name"))
+        keys = list(tenant_selectors.key_list(tenant=tenant))
+
+        queue_stats = _live_stats(
+            [queue_consumer(tenant_id, queue_selectors.queue_document(q)) for q in queues]
+        )
+        sub_stats = _live_stats(
+            [
+                subscription_consumer(tenant_id, queue_selectors.subscription_document(s))
+                for s in subs
+            ]
+        )
+        per_topic: dict[Any, int] = {}
+        for sub in subs:
+            per_topic[sub.topic_id] = per_topic.get(sub.topic_id, 0) + 1
+        key_rows = [KeyRow(key, _key_status(key)) for key in keys]
+        plan = tenant.plan
+        context = super().get_context_data(**kwargs)
+        context.update(
+            plan=plan,
+            queues=[
+                ConsumerRow(q, queue_stats[i] if queue_stats is not None else None)
+                for i, q in enumerate(queues)
+            ],
+            topics=[TopicRow(t, per_topic.get(t.id, 0)) for t in topics],
+            subscriptions=[
+                ConsumerRow(s, sub_stats[i] if sub_stats is not None else None)
+                for i, s in enumerate(subs)
+            ],
+            keys=key_rows,
+            stats_unavailable=queue_stats is None or sub_stats is None,
+            counts=[
+                ("Queues", len(queues), plan.max_queues),
+                ("Topics", len(topics), plan.max_topics),
+                ("Subscriptions", len(subs), plan.max_subscriptions),
+                (
+                    "Active API keys",
+                    sum(1 for row in key_rows if row.status == "active"),
+                    plan.max_api_keys,
+                ),
+            ],
+            usage=tenant_selectors.usage_this_period(tenant=tenant),
+            events=list(tenant_selectors.audit_event_list(tenant=tenant)[:RECENT_EVENTS]),
+        )
+        return context
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+class ServiceFormView(WriterMixin, FormView):
+    """A form whose valid submission calls one service; the service's errors land on the form
+    and a failed call stores nothing (every service is one transaction)."""
+
+    template_name = "console/form.html"
+    title = ""
+    intro = ""
+    submit_label = "Create"
+    section = ""  # the dashboard section to return to
+
+    def perform(self, data: dict[str, Any]) -> HttpResponse:
+        """Call the service and answer (usually :meth:`done`); PlatformError and RedisError
+        are turned into form errors by the caller."""
+        raise NotImplementedError
+
+    def done(self, message: str) -> HttpResponse:
+        messages.success(self.request, message)
+        return HttpResponseRedirect(self.dashboard_url())
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.update(
+            title=self.title,
+            intro=self.intro,
+            submit_label=self.submit_label,
+            cancel_url=self.dashboard_url(),
+        )
+        return context
+
+    def dashboard_url(self) -> str:
+        return f"{reverse('console:dashboard')}#{self.section}"
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        try:
+            return self.perform(form.cleaned_data)
+        except PlatformError as exc:
+            add_platform_error(form, exc)
+        except RedisError:
+            form.add_error(None, STORE_DOWN)
+        return self.form_invalid(form)
+
+
+class QueueCreateView(ServiceFormView):
+    form_class = QueueForm
+    title = "New queue"
+    intro = "Each message is delivered to one consumer and removed once it is acknowledged."
+    submit_label = "Create queue"
+    section = "queues"
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        names = queue_selectors.queue_list(tenant=self.tenant).order_by("name")
+        return {**super().get_form_kwargs(), "queue_names": [q.name for q in names]}
+
+    def perform(self, data: dict[str, Any]) -> HttpResponse:
+        queue = queue_services.queue_create(
+            tenant=self.tenant,
+            actor=self.actor,
+            name=data["name"],
+            visibility_timeout=data["visibility_timeout"],
+            delay_seconds=data["delay_seconds"],
+            retention_seconds=data["retention_seconds"],
+            dead_letter_queue=data["dead_letter_queue"] or None,
+            max_delivery_attempts=data["max_delivery_attempts"],
+        )
+        return self.done(f"Queue \u201c{queue.name}\u201d created.")
+
+
+class TopicCreateView(ServiceFormView):
+    form_class = TopicForm
+    title = "New topic"
+    intro = "Every subscription of a topic receives its own copy of each message."
+    submit_label = "Create topic"
+    section = "topics"
+
+    def perform(self, data: dict[str, Any]) -> HttpResponse:
+        topic = queue_services.topic_create(
+            tenant=self.tenant,
+            actor=self.actor,
+            name=data["name"],
+            partitions=data["partitions"],
+            retention_seconds=data["retention_seconds"],
+        )
+        return self.done(f"Topic \u201c{topic.name}\u201d created.")
+
+
+class SubscriptionCreateView(ServiceFormView):
+    form_class = SubscriptionForm
+    title = "New subscription"
+    intro = "A subscription reads a topic on its own: it sees every message published to it."
+    submit_label = "Create subscription"
+    section = "subscriptions"
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        names = queue_selectors.topic_list(tenant=self.tenant).order_by("name")
+        return {**super().get_form_kwargs(), "topic_names": [t.name for t in names]}
+
+    def perform(self, data: dict[str, Any]) -> HttpResponse:
+        sub = queue_services.subscription_create(
+            tenant=self.tenant,
+            actor=self.actor,
+            name=data["name"],
+            topic=data["topic"],
+            start_at=data["start_at"],
+            visibility_timeout=data["visibility_timeout"],
+        )
+        return self.done(f"Subscription \u201c{sub.name}\u201d created.")
+
+
+class KeyCreateView(ServiceFormView):
+    """The new key's secret is in this POST's answer and nowhere else: it is not stored (only
+    its hash is), not put in the session, and the page is marked no-store."""
+
+    form_class = KeyForm
+    title = "New API key"
+    intro = "Programs use an API key to publish, consume and manage over the REST API."
+    submit_label = "Create key"
+    section = "keys"
+
+    def perform(self, data: dict[str, Any]) -> HttpResponse:
+        created = tenant_services.key_create(
+            tenant=self.tenant,
+            actor=self.actor,
+            name=data["name"],
+            scopes=data["scopes"],
+            resources=data["resources"],
+        )
+        context = self.get_context_data()
+        context.update(key=created.key, secret=created.secret)
+        return render(self.request, "console/key_created.html", context)
+
+
+def _key_or_404(tenant: Tenant, key_id: str) -> ApiKey:
+    try:
+        return tenant_selectors.key_get(tenant=tenant, key_id=key_id)
+    except NotFound as exc:
+        raise Http404("No such API key.") from exc
+
+
+class KeyRevokeView(WriterMixin, TemplateView):
+    """GET asks for confirmation, POST revokes. Another tenant's key is a 404."""
+
+    template_name = "console/key_revoke.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["key"] = _key_or_404(self.tenant, self.kwargs["key_id"])
+        return context
+
+    def post(self, request: HttpRequest, key_id: str) -> HttpResponse:
+        key = _key_or_404(self.tenant, key_id)
+        try:
+            tenant_services.key_revoke(tenant=self.tenant, key_id=str(key.id), actor=self.actor)
+        except NotFound as exc:  # deleted between the two lookups
+            raise Http404("No such API key.") from exc
+        messages.success(request, f"API key \u201c{key.name}\u201d revoked.")
+        return redirect(f"{reverse('console:dashboard')}#keys")

@@ -1,0 +1,169 @@
+"""Creating queues, topics and subscriptions from the console."""
+
+from __future__ import annotations
+
+from django.test import Client
+
+from queues import services as queue_services
+from queues.models import Queue, Subscription, Topic
+from tenants.models import AuditEvent
+from tests.conftest import TenantCtx
+
+ACTOR = "user:owner@acme.test"
+
+
+def audit_trail(ctx: TenantCtx) -> list[tuple[str, str, str]]:
+    """(actor, action, target) of the tenant's audit events, except the fixtures' own."""
+    return list(
+        AuditEvent.objects.for_tenant(ctx.tenant)
+        .exclude(actor__in=["operator", "test"])
+        .order_by("id")
+        .values_list("actor", "action", "target_id")
+    )
+
+
+def queue_form(**changes: object) -> dict[str, object]:
+    return {
+        "name": "orders",
+        "visibility_timeout": 45,
+        "delay_seconds": 0,
+        "retention_seconds": 86400,
+        "dead_letter_queue": "",
+        "max_delivery_attempts": "",
+        **changes,
+    }
+
+
+def test_create_queue(acme: TenantCtx, owner: Client) -> None:
+    """A valid form creates the queue through the service, audits it as the signed-in user,
+    and returns to the dashboard with a confirmation."""
+    assert owner.get("/queues/new/").status_code == 200
+    response = owner.post("/queues/new/", queue_form())
+    assert response.status_code == 302
+    assert response["Location"] == "/#queues"
+    queue = Queue.objects.for_tenant(acme.tenant).get()
+    assert (queue.name, queue.visibility_timeout, queue.retention_seconds) == (
+        "orders",
+        45,
+        86400,
+    )
+    assert audit_trail(acme) == [(ACTOR, "queue.create", "orders")]
+    page = owner.get("/")
+    assert "Queue \u201corders\u201d created." in page.content.decode()
+    assert [row.stats for row in page.context["queues"]] == [
+        {"available": 0, "in_flight": 0, "delayed": 0, "oldest_age_seconds": 0}
+    ]
+
+
+def test_create_queue_with_a_dead_letter_queue(acme: TenantCtx, owner: Client) -> None:
+    """The dead-letter choice lists the tenant's queues and is stored with the attempts."""
+    queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders-dlq")
+    form = owner.get("/queues/new/").context["form"]
+    assert form.fields["dead_letter_queue"].choices == [("", "None"), ("orders-dlq", "orders-dlq")]
+    response = owner.post(
+        "/queues/new/", queue_form(dead_letter_queue="orders-dlq", max_delivery_attempts=5)
+    )
+    assert response.status_code == 302
+    queue = Queue.objects.for_tenant(acme.tenant).get(name="orders")
+    assert (queue.dead_letter_queue.name, queue.max_delivery_attempts) == ("orders-dlq", 5)
+
+
+def test_service_errors_show_on_the_form(acme: TenantCtx, owner: Client) -> None:
+    """A name the service rejects is shown beside the field and nothing is stored."""
+    response = owner.post("/queues/new/", queue_form(name="-bad name"))
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "name": ["1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric."]
+    }
+    assert not Queue.objects.for_tenant(acme.tenant).exists()
+    assert audit_trail(acme) == []
+
+
+def test_dead_letter_queue_needs_attempts(acme: TenantCtx, owner: Client) -> None:
+    """The service's rule that both go together comes back as a field error."""
+    queue_services.queue_create(tenant=acme.tenant, actor="test", name="dlq")
+    response = owner.post("/queues/new/", queue_form(dead_letter_queue="dlq"))
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "max_delivery_attempts": [
+            "Set dead_letter_queue and max_delivery_attempts together (or neither)."
+        ]
+    }
+    assert list(Queue.objects.for_tenant(acme.tenant).values_list("name", flat=True)) == ["dlq"]
+
+
+def test_duplicate_queue_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
+    """A taken name (a Conflict) is shown on top of the form; the first queue is untouched."""
+    owner.post("/queues/new/", queue_form())
+    response = owner.post("/queues/new/", queue_form(visibility_timeout=99))
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == ["A queue named 'orders' already exists."]
+    assert "already exists" in response.content.decode()
+    assert Queue.objects.for_tenant(acme.tenant).get().visibility_timeout == 45
+    assert audit_trail(acme) == [(ACTOR, "queue.create", "orders")]
+
+
+def test_quota_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
+    """Over the plan's limit the service's QuotaExceeded detail is shown and nothing stored."""
+    plan = acme.tenant.plan
+    plan.max_queues = 0
+    plan.save(update_fields=["max_queues"])
+    response = owner.post("/queues/new/", queue_form())
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == ["The plan allows 0 queues."]
+    assert not Queue.objects.for_tenant(acme.tenant).exists()
+
+
+def test_create_topic(acme: TenantCtx, owner: Client) -> None:
+    """A topic with 3 partitions is created and audited."""
+    assert owner.get("/topics/new/").status_code == 200
+    response = owner.post(
+        "/topics/new/", {"name": "events", "partitions": 3, "retention_seconds": 3600}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/#topics"
+    topic = Topic.objects.for_tenant(acme.tenant).get()
+    assert (topic.name, topic.partitions, topic.retention_seconds) == ("events", 3, 3600)
+    assert audit_trail(acme) == [(ACTOR, "topic.create", "events")]
+
+
+def test_topic_partitions_are_checked(acme: TenantCtx, owner: Client) -> None:
+    """More than 64 partitions is refused by the service, beside the field."""
+    response = owner.post(
+        "/topics/new/", {"name": "events", "partitions": 65, "retention_seconds": 3600}
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "partitions": ["Ensure this value is less than or equal to 64."]
+    }
+    assert not Topic.objects.for_tenant(acme.tenant).exists()
+
+
+def test_create_subscription(acme: TenantCtx, owner: Client) -> None:
+    """The topic choice lists the tenant's topics; the subscription is created and audited."""
+    queue_services.topic_create(tenant=acme.tenant, actor="test", name="events")
+    form = owner.get("/subscriptions/new/").context["form"]
+    assert form.fields["topic"].choices == [("events", "events")]
+    response = owner.post(
+        "/subscriptions/new/",
+        {"name": "audit", "topic": "events", "start_at": "earliest", "visibility_timeout": 30},
+    )
+    assert response.status_code == 302
+    sub = Subscription.objects.for_tenant(acme.tenant).get()
+    assert (sub.name, sub.topic.name, sub.start_at) == ("audit", "events", "earliest")
+    assert audit_trail(acme) == [(ACTOR, "subscription.create", "audit")]
+
+
+def test_subscription_to_another_tenants_topic_is_refused(
+    acme: TenantCtx, globex: TenantCtx, owner: Client
+) -> None:
+    """Only the tenant's own topics can be chosen; Globex's is not a valid choice."""
+    queue_services.topic_create(tenant=globex.tenant, actor="test", name="globex-events")
+    response = owner.post(
+        "/subscriptions/new/",
+        {"name": "spy", "topic": "globex-events", "start_at": "latest", "visibility_timeout": 30},
+    )
+    assert response.status_code == 200
+    assert "topic" in response.context["form"].errors
+    assert not Subscription.objects.for_tenant(acme.tenant).exists()
+    assert not Subscription.objects.for_tenant(globex.tenant).exists()
