@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from tenants.models import Tenant, TenantManager
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# \A and \Z, not ^ and $: "$" would also accept a name ending in a newline.
+NAME_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"
 name_validator = RegexValidator(NAME_PATTERN, "1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric.")
 
 MAX_VISIBILITY_TIMEOUT = 43200

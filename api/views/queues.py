@@ -27,12 +27,17 @@ from queues import selectors, services
 from queues.engine import streams
 from queues.engine.messages import now_ms
 from queues.engine.targets import queue_consumer
-from queues.models import MAX_DELAY_SECONDS, MAX_DELIVERY_ATTEMPTS, MAX_VISIBILITY_TIMEOUT, Queue
+from queues.models import (
+    MAX_DELAY_SECONDS,
+    MAX_DELIVERY_ATTEMPTS,
+    MAX_VISIBILITY_TIMEOUT,
+    NAME_PATTERN,
+    Queue,
+)
 from queues.services import BACKOFF_LIMIT
 from tenants.principals import Principal
 
-# models.NAME_PATTERN ends with "$", which also matches before a trailing newline.
-NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+NAME_RE = re.compile(NAME_PATTERN)
 NAME_HELP = "1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric."
 OFFSET_RE = re.compile(r"\A\d{1,20}-\d{1,20}\Z")
 MIN_RETENTION, MAX_RETENTION = 60, 1209600
