@@ -9,7 +9,7 @@ sleeps on an asyncio.Event until the publish script announces messages (queues.e
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
@@ -304,34 +304,6 @@ PULL_DESCRIPTION = (
 )
 
 
-class QueuePullView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="queue_pull",
-        request=PullInSerializer,
-        responses={200: PULLED, **CONSUME_ERRORS},
-        description=PULL_DESCRIPTION,
-    )
-    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
-        return await _pull(request, await _queue_consumer(principal, queue))
-
-
-class SubscriptionPullView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="subscription_pull",
-        request=PullInSerializer,
-        responses={200: PULLED, **CONSUME_ERRORS},
-        description=PULL_DESCRIPTION,
-    )
-    async def post(
-        self, request: HttpRequest, principal: Principal, subscription: str
-    ) -> HttpResponse:
-        return await _pull(request, await _subscription_consumer(principal, subscription))
-
-
 # --- ack, nack, modify-deadline ---------------------------------------------------------------
 
 
@@ -369,87 +341,64 @@ NACK_DESCRIPTION = (
 DEADLINE_DESCRIPTION = "Extend or shorten leases; 0 makes the messages deliverable now."
 
 
-class QueueAckView(AsyncTenantAPIView):
+# --- the consumer views: one class per verb and kind, for distinct OpenAPI operations ---------
+
+
+class ConsumerView(AsyncTenantAPIView):
+    """POST .../{queue|subscription}/{pull|ack|nack|modify-deadline}."""
+
     scope_map = {"POST": "consume"}
+    kind: ClassVar[str]  # "queue" | "subscription": also the URL's parameter name
+    verb: ClassVar[str]  # "pull" | "ack" | "nack" | "deadline"
 
-    @extend_schema(
-        operation_id="queue_ack",
-        request=AckInSerializer,
-        responses={200: ACKED, **CONSUME_ERRORS},
-        description=ACK_DESCRIPTION,
-    )
-    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
-        return await _settle(request, await _queue_consumer(principal, queue), "ack")
-
-
-class QueueNackView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="queue_nack",
-        request=NackInSerializer,
-        responses={200: NACKED, **CONSUME_ERRORS},
-        description=NACK_DESCRIPTION,
-    )
-    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
-        return await _settle(request, await _queue_consumer(principal, queue), "nack")
+    async def post(self, request: HttpRequest, principal: Principal, **kwargs: str) -> HttpResponse:
+        name = kwargs[self.kind]
+        if self.kind == "queue":
+            consumer = await _queue_consumer(principal, name)
+        else:
+            consumer = await _subscription_consumer(principal, name)
+        if self.verb == "pull":
+            return await _pull(request, consumer)
+        return await _settle(request, consumer, self.verb)
 
 
-class QueueModifyDeadlineView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="queue_modify_deadline",
-        request=DeadlineInSerializer,
-        responses={200: MODIFIED, **CONSUME_ERRORS},
-        description=DEADLINE_DESCRIPTION,
-    )
-    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
-        return await _settle(request, await _queue_consumer(principal, queue), "deadline")
+_VERBS: dict[str, tuple[str, type[serializers.Serializer], Any, str]] = {
+    "pull": ("pull", PullInSerializer, PULLED, PULL_DESCRIPTION),
+    "ack": ("ack", AckInSerializer, ACKED, ACK_DESCRIPTION),
+    "nack": ("nack", NackInSerializer, NACKED, NACK_DESCRIPTION),
+    "deadline": ("modify_deadline", DeadlineInSerializer, MODIFIED, DEADLINE_DESCRIPTION),
+}
 
 
-class SubscriptionAckView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
+def consumer_view(kind: str, verb: str) -> type[ConsumerView]:
+    """The view class of one verb on one kind, with its own OpenAPI operation."""
+    operation, request, response, description = _VERBS[verb]
 
-    @extend_schema(
-        operation_id="subscription_ack",
-        request=AckInSerializer,
-        responses={200: ACKED, **CONSUME_ERRORS},
-        description=ACK_DESCRIPTION,
-    )
+    # A method of the class's own (not extend_schema_view, whose wrapper is not a coroutine
+    # function and would make Django treat the view as synchronous).
     async def post(
-        self, request: HttpRequest, principal: Principal, subscription: str
+        self: ConsumerView, request: HttpRequest, principal: Principal, **kwargs: str
     ) -> HttpResponse:
-        return await _settle(request, await _subscription_consumer(principal, subscription), "ack")
+        return await ConsumerView.post(self, request, principal, **kwargs)
 
-
-class SubscriptionNackView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="subscription_nack",
-        request=NackInSerializer,
-        responses={200: NACKED, **CONSUME_ERRORS},
-        description=NACK_DESCRIPTION,
+    schema = extend_schema(
+        operation_id=f"{kind}_{operation}",
+        request=request,
+        responses={200: response, **CONSUME_ERRORS},
+        description=description,
     )
-    async def post(
-        self, request: HttpRequest, principal: Principal, subscription: str
-    ) -> HttpResponse:
-        return await _settle(request, await _subscription_consumer(principal, subscription), "nack")
-
-
-class SubscriptionModifyDeadlineView(AsyncTenantAPIView):
-    scope_map = {"POST": "consume"}
-
-    @extend_schema(
-        operation_id="subscription_modify_deadline",
-        request=DeadlineInSerializer,
-        responses={200: MODIFIED, **CONSUME_ERRORS},
-        description=DEADLINE_DESCRIPTION,
+    return type(
+        f"{kind.title()}{operation.title().replace('_', '')}View",
+        (ConsumerView,),
+        {"kind": kind, "verb": verb, "__doc__": description, "post": schema(post)},
     )
-    async def post(
-        self, request: HttpRequest, principal: Principal, subscription: str
-    ) -> HttpResponse:
-        return await _settle(
-            request, await _subscription_consumer(principal, subscription), "deadline"
-        )
+
+
+QueuePullView = consumer_view("queue", "pull")
+QueueAckView = consumer_view("queue", "ack")
+QueueNackView = consumer_view("queue", "nack")
+QueueModifyDeadlineView = consumer_view("queue", "deadline")
+SubscriptionPullView = consumer_view("subscription", "pull")
+SubscriptionAckView = consumer_view("subscription", "ack")
+SubscriptionNackView = consumer_view("subscription", "nack")
+SubscriptionModifyDeadlineView = consumer_view("subscription", "deadline")
