@@ -1,0 +1,165 @@
+"""How API requests reach their views under ASGI, without paying for the console's machinery.
+
+Django's ASGI handler runs each request in its own thread-sensitive context: the first
+synchronous call of a request (the request_started signal, the console's middleware, closing
+the response) starts a new worker thread for it, and every middleware without native async
+support hops to that thread and back. That is most of what a warm publish would cost. So:
+
+- :class:`DataPlaneApp` serves the async data-plane views (publish, pull, ack, nack,
+  modify-deadline) on the event loop alone: it builds Django's request, calls the resolved
+  view, adds the security headers, and sends the response. No thread is ever involved, so a
+  publish is an event-loop task and one Redis round trip.
+- :class:`ApiASGIHandler` serves the other Bearer-authenticated API requests (the sync DRF
+  control plane) through Django's handler with only the security headers as middleware.
+- Everything else (console, admin, session-authenticated API calls) keeps the full stack.
+
+openplatform.asgi routes between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest, HttpResponseBase
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
+from django.urls import ResolverMatch
+
+from api.errors import problem_response
+
+Handler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _unused(request: HttpRequest) -> HttpResponseBase:  # pragma: no cover - never called
+    raise AssertionError("header middleware is only asked for its process_* methods")
+
+
+class _Headers:
+    """Django's security and clickjacking headers (and its HTTPS redirect), applied inline:
+    they only look at the request and set headers, so they need no thread."""
+
+    def __init__(self) -> None:
+        self.security = SecurityMiddleware(_unused)
+        self.frame = XFrameOptionsMiddleware(_unused)
+
+    def before(self, request: HttpRequest) -> HttpResponseBase | None:
+        return self.security.process_request(request)
+
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        response = self.security.process_response(request, response)
+        response = self.frame.process_response(request, response)
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
+
+
+class ApiASGIHandler(ASGIHandler):
+    """Django's ASGI handler with the header work as its only middleware."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        inner: Handler = convert_exception_to_response(self._get_response_async)
+        headers = _Headers()
+
+        async def chain(request: HttpRequest) -> HttpResponseBase:
+            response = headers.before(request) or await inner(request)
+            return headers.after(request, response)
+
+        self._middleware_chain = chain
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class DataPlaneApp:
+    """Serves one resolved async view per request on the event loop (see module docstring).
+
+    The router hands over the ResolverMatch in ``scope["openplatform.match"]``. While the view
+    runs, the app listens for the client going away, so a long poll whose client left is
+    cancelled at once instead of holding its lease request open for up to 20 seconds.
+    """
+
+    def __init__(self) -> None:
+        self.headers = _Headers()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match: ResolverMatch = scope["openplatform.match"]
+        try:
+            body = await self._read_body(receive)
+        except _Disconnected:
+            return
+        except _TooLarge:
+            await self._send(
+                problem_response(
+                    413,
+                    "payload_too_large",
+                    "Payload too large",
+                    "The request body is larger than the server accepts.",
+                ),
+                send,
+            )
+            return
+        request = ASGIRequest(scope, io.BytesIO(body))
+        request.resolver_match = match
+        response = self.headers.before(request)
+        if response is None:
+            view = asyncio.ensure_future(match.func(request, *match.args, **match.kwargs))
+            gone = asyncio.ensure_future(self._until_disconnect(receive))
+            await asyncio.wait((view, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not view.done():
+                view.cancel()
+                await asyncio.gather(view, return_exceptions=True)
+                return
+            gone.cancel()
+            response = view.result()
+        response = self.headers.after(request, response)
+        await self._send(response, send)
+        response.close()
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    @staticmethod
+    async def _send(response: HttpResponseBase, send: Send) -> None:
+        headers = [
+            (name.encode("latin1"), value.encode("latin1")) for name, value in response.items()
+        ]
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": response.content})
