@@ -10,7 +10,9 @@ import asyncio
 import os
 import threading
 import weakref
+from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -42,20 +44,51 @@ def get_redis() -> redis.Redis:
     return current[1]
 
 
+class PackedConnection(aioredis.Connection):
+    """redis-py's async connection, packing commands with hiredis's C packer.
+
+    The async connection packs every argument in Python, which costs more than the rest of a
+    publish (a publish script call has some 25 arguments); the sync connection already uses
+    hiredis for this. Multi-word command names ("SCRIPT LOAD") are split as redis-py does."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+# Each event loop holds at most this many Redis connections; callers beyond that wait for one
+# (a thousand long polls waking at once), which the pool's own bookkeeping makes expensive, so
+# they wait on a semaphore first (see async_slot) and the pool itself never runs dry.
+MAX_ASYNC_CONNECTIONS = 256
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def async_slot() -> asyncio.Semaphore:
+    """The running loop's semaphore bounding concurrent Redis calls of the data plane; take it
+    around a call so bursts queue here instead of failing for want of a connection."""
+    loop = asyncio.get_running_loop()
+    slot = _slots.get(loop)
+    if slot is None:
+        # leave room for the pub/sub connection and the hot cache's reads
+        slot = _slots[loop] = asyncio.Semaphore(MAX_ASYNC_CONNECTIONS - 16)
+    return slot
+
+
 def get_async_redis() -> aioredis.Redis:
     """The Redis client of the running event loop (each loop has its own pool)."""
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
-        # A blocking pool: a burst of coroutines (a thousand long polls waking at once)
-        # queues for a connection instead of failing when the pool is exhausted.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = aioredis.ConnectionPool.from_url(
             settings.REDIS_URL,
+            connection_class=PackedConnection,
             socket_connect_timeout=2,
             socket_timeout=30,
             health_check_interval=30,
-            max_connections=100,
-            timeout=10,
+            max_connections=MAX_ASYNC_CONNECTIONS,
         )
         client = aioredis.Redis(connection_pool=pool)
         _async[loop] = client
@@ -68,3 +101,4 @@ def reset_clients() -> None:
     with _lock:
         _sync = None
     _async.clear()
+    _slots.clear()

@@ -16,6 +16,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from openplatform.redis_client import async_slot
+
 _HERE = Path(__file__).parent / "lua"
 _LIB = (_HERE / "_lib.lua").read_text()
 
@@ -38,11 +40,12 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def arun(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        async with async_slot():
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(self.source)
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 PUBLISH = Script("publish")
