@@ -90,9 +90,9 @@ class _Disconnected(Exception):
 class DataPlaneApp:
     """Serves one resolved async view per request on the event loop (see module docstring).
 
-    The router hands over the ResolverMatch in ``scope["openplatform.match"]``. While the view
-    runs, the app listens for the client going away, so a long poll whose client left is
-    cancelled at once instead of holding its lease request open for up to 20 seconds.
+    The router hands over the ResolverMatch in ``scope["openplatform.match"]``. While a view
+    whose class says ``may_wait`` runs (a pull), the app listens for the client going away, so
+    a long poll whose client left is cancelled at once instead of waiting up to 20 seconds.
     """
 
     def __init__(self) -> None:
@@ -118,7 +118,10 @@ class DataPlaneApp:
         request = ASGIRequest(scope, io.BytesIO(body))
         request.resolver_match = match
         response = self.headers.before(request)
-        if response is None:
+        if response is None and not getattr(getattr(match.func, "cls", None), "may_wait", False):
+            response = await match.func(request, *match.args, **match.kwargs)
+        elif response is None:
+            # A view that may wait (a long poll) is cancelled when its client goes away.
             view = asyncio.ensure_future(match.func(request, *match.args, **match.kwargs))
             gone = asyncio.ensure_future(self._until_disconnect(receive))
             await asyncio.wait((view, gone), return_when=asyncio.FIRST_COMPLETED)

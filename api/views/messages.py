@@ -390,7 +390,13 @@ def consumer_view(kind: str, verb: str) -> type[ConsumerView]:
     return type(
         f"{kind.title()}{operation.title().replace('_', '')}View",
         (ConsumerView,),
-        {"kind": kind, "verb": verb, "__doc__": description, "post": schema(post)},
+        {
+            "kind": kind,
+            "verb": verb,
+            "may_wait": verb == "pull",  # a long poll: api.asgi cancels it if the client leaves
+            "__doc__": description,
+            "post": schema(post),
+        },
     )
 
 

@@ -106,3 +106,53 @@ async def test_control_plane_and_probes_are_served_too(api: Any) -> None:
     health = await client.get("/healthz")
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
+
+
+async def test_long_poll_is_cancelled_when_its_client_leaves(api: Any) -> None:
+    """A waiting pull whose client disconnects ends at once and leases nothing: a message
+    published afterwards is still available to the next pull."""
+    import asyncio
+
+    from openplatform.asgi import application as app
+
+    client, key = api
+    gone = asyncio.Event()
+    body = b'{"wait_seconds": 20}'
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/queues/jobs/pull",
+        "raw_path": b"/v1/queues/jobs/pull",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+    waiting = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    gone.set()
+    await asyncio.wait_for(waiting, 5)
+    assert sent == []  # nothing was answered to a client that left
+    await client.post("/v1/queues/jobs/messages", json={"body": "after"}, headers=bearer(key))
+    pulled = await client.post("/v1/queues/jobs/pull", json={}, headers=bearer(key))
+    assert [m["body"] for m in pulled.json()["messages"]] == ["after"]
