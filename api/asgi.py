@@ -27,7 +27,6 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponseBase
-from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.urls import ResolverMatch
 
@@ -44,22 +43,52 @@ def _unused(request: HttpRequest) -> HttpResponseBase:  # pragma: no cover - nev
 
 
 class _Headers:
-    """Django's security and clickjacking headers (and its HTTPS redirect), applied inline:
-    they only look at the request and set headers, so they need no thread."""
+    """What Django's security and clickjacking middleware add to a response (and the HTTPS
+    redirect), computed once from the settings: they only look at the request and set
+    headers, so they need no thread, and need not re-read the settings per request."""
 
     def __init__(self) -> None:
         self.security = SecurityMiddleware(_unused)
-        self.frame = XFrameOptionsMiddleware(_unused)
+        self.static: list[tuple[str, str]] = [("X-Frame-Options", settings.X_FRAME_OPTIONS)]
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            self.static.append(("X-Content-Type-Options", "nosniff"))
+        if settings.SECURE_REFERRER_POLICY:
+            policy = settings.SECURE_REFERRER_POLICY
+            if not isinstance(policy, str):
+                policy = ",".join(policy)
+            self.static.append(("Referrer-Policy", policy))
+        if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+            self.static.append(
+                ("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
+            )
+        # the HSTS header exactly as SecurityMiddleware builds it, sent on HTTPS only
+        self.hsts = (
+            SecurityMiddleware(_unused)
+            .process_response(_SecureProbe(), HttpResponseBase())
+            .get("Strict-Transport-Security")
+        )
+        self.redirect = settings.SECURE_SSL_REDIRECT
 
     def before(self, request: HttpRequest) -> HttpResponseBase | None:
-        return self.security.process_request(request)
+        return self.security.process_request(request) if self.redirect else None
 
     def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
-        response = self.security.process_response(request, response)
-        response = self.frame.process_response(request, response)
-        if not response.streaming and not response.has_header("Content-Length"):
-            response.headers["Content-Length"] = str(len(response.content))
+        headers = response.headers
+        for name, value in self.static:
+            if name not in headers:
+                headers[name] = value
+        if self.hsts and request.is_secure() and "Strict-Transport-Security" not in headers:
+            headers["Strict-Transport-Security"] = self.hsts
+        if not response.streaming and "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(response.content))
         return response
+
+
+class _SecureProbe(HttpRequest):
+    """A request that says it came over HTTPS: asks SecurityMiddleware for its HSTS header."""
+
+    def is_secure(self) -> bool:
+        return True
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -133,7 +162,9 @@ class DataPlaneApp:
             response = view.result()
         response = self.headers.after(request, response)
         await self._send(response, send)
-        response.close()
+        # No response.close(): like request_started, the request_finished signal is Django's
+        # handler's business; its receivers tidy up database connections, which a data-plane
+        # request never opens on the event loop.
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes:

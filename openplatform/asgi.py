@@ -7,11 +7,12 @@ console, the admin, session-authenticated API calls, health probes) goes through
 middleware stack.
 """
 
+import functools
 import os
 
 from asgiref.sync import iscoroutinefunction
 from django.core.asgi import get_asgi_application
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.production")
 
@@ -21,6 +22,16 @@ from api.asgi import ApiASGIHandler, DataPlaneApp  # noqa: E402 - needs the apps
 
 api_application = ApiASGIHandler()
 data_plane_application = DataPlaneApp()
+
+
+@functools.lru_cache(maxsize=8192)
+def _resolve(path: str) -> ResolverMatch | None:
+    """URL resolution of a data-plane path, remembered: the same few thousand queue paths
+    come again and again, and resolving walks every pattern of the API."""
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None
 
 
 def _has_bearer(scope: dict) -> bool:
@@ -36,10 +47,7 @@ async def application(scope: dict, receive: object, send: object) -> None:
         if scope["method"] == "POST":
             path = scope["path"]
             root = scope.get("root_path", "")
-            try:
-                match = resolve(path[len(root) :] if root and path.startswith(root) else path)
-            except Resolver404:
-                match = None
+            match = _resolve(path[len(root) :] if root and path.startswith(root) else path)
             if match is not None and iscoroutinefunction(match.func):
                 scope = {**scope, "openplatform.match": match}
                 await data_plane_application(scope, receive, send)

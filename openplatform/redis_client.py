@@ -57,24 +57,13 @@ class PackedConnection(aioredis.Connection):
         return [hiredis.pack_command(args)]
 
 
-# Each event loop holds at most this many Redis connections; callers beyond that wait for one
-# (a thousand long polls waking at once), which the pool's own bookkeeping makes expensive, so
-# they wait on a semaphore first (see async_slot) and the pool itself never runs dry.
-MAX_ASYNC_CONNECTIONS = 256
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def async_slot() -> asyncio.Semaphore:
-    """The running loop's semaphore bounding concurrent Redis calls of the data plane; take it
-    around a call so bursts queue here instead of failing for want of a connection."""
-    loop = asyncio.get_running_loop()
-    slot = _slots.get(loop)
-    if slot is None:
-        # leave room for the pub/sub connection and the hot cache's reads
-        slot = _slots[loop] = asyncio.Semaphore(MAX_ASYNC_CONNECTIONS - 16)
-    return slot
+def _async_kwargs() -> dict[str, Any]:
+    return {
+        "connection_class": PackedConnection,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 30,
+        "health_check_interval": 30,
+    }
 
 
 def get_async_redis() -> aioredis.Redis:
@@ -83,16 +72,60 @@ def get_async_redis() -> aioredis.Redis:
     client = _async.get(loop)
     if client is None:
         pool = aioredis.ConnectionPool.from_url(
-            settings.REDIS_URL,
-            connection_class=PackedConnection,
-            socket_connect_timeout=2,
-            socket_timeout=30,
-            health_check_interval=30,
-            max_connections=MAX_ASYNC_CONNECTIONS,
+            settings.REDIS_URL, max_connections=64, **_async_kwargs()
         )
-        client = aioredis.Redis(connection_pool=pool)
-        _async[loop] = client
+        client = _async[loop] = aioredis.Redis(connection_pool=pool)
     return client
+
+
+class ScriptLane:
+    """The data plane's road to Redis: one command, one reply, on an idle connection.
+
+    redis-py's client wraps each command in retries, a pool lock, timeouts and metrics, which
+    together cost more than the command itself on a warm publish. A script call needs none of
+    it: the event loop owns these connections, so an idle one is simply popped and pushed
+    back. A call is never retried: a publish whose reply was lost may have been stored, so the
+    caller gets the error (a 503) and decides. A connection whose call failed mid-way (broken,
+    timed out, cancelled by a client that left) is closed rather than reused.
+
+    At most ``limit`` calls run at once per loop; a burst beyond that (a thousand long polls
+    waking together) waits on the semaphore instead of opening ever more connections.
+    """
+
+    def __init__(self, limit: int = 200) -> None:
+        pool = aioredis.ConnectionPool.from_url(settings.REDIS_URL, **_async_kwargs())
+        self._make = pool.make_connection  # honours the URL: host, TLS, password, database
+        self._idle: list[aioredis.Connection] = []
+        self._slots = asyncio.Semaphore(limit)
+
+    async def call(self, *args: Any) -> Any:
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else self._make()
+            try:
+                await connection.send_command(*args, check_health=False)
+                reply = await connection.read_response()
+            except redis.ResponseError:
+                self._idle.append(connection)  # an error reply, read whole: still usable
+                raise
+            except BaseException:
+                await asyncio.shield(connection.disconnect())
+                raise
+            self._idle.append(connection)
+            return reply
+
+
+_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ScriptLane] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_script_lane() -> ScriptLane:
+    """The running loop's :class:`ScriptLane`."""
+    loop = asyncio.get_running_loop()
+    lane = _lanes.get(loop)
+    if lane is None:
+        lane = _lanes[loop] = ScriptLane()
+    return lane
 
 
 def reset_clients() -> None:
@@ -101,4 +134,4 @@ def reset_clients() -> None:
     with _lock:
         _sync = None
     _async.clear()
-    _slots.clear()
+    _lanes.clear()

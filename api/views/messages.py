@@ -21,7 +21,6 @@ from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import QueuePeekView
 from api.views.topics import TopicLogView
 from openplatform.errors import InvalidRequest
-from openplatform.redis_client import get_async_redis
 from queues.engine import dataplane
 from queues.engine.messages import now_ms, validate_batch
 from queues.engine.targets import (
@@ -200,7 +199,7 @@ async def _publish(
         per_second=tenant.get("publish_rate_per_second") or 0,
         per_month=tenant.get("monthly_messages") or 0,
     )
-    result = await dataplane.apublish(get_async_redis(), dest, messages, now, limits)
+    result = await dataplane.apublish(dest, messages, now, limits)
     return json_response({"messages": result}, status=201)
 
 
@@ -256,9 +255,8 @@ async def pull_messages(
     consumer: Consumer, *, count: int, wait_seconds: int, visibility_ms: int | None
 ) -> list[dict[str, Any]]:
     """Lease up to ``count`` messages, waiting up to ``wait_seconds`` for the first one."""
-    client = get_async_redis()
     pulled = await dataplane.apull(
-        client, consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms
+        consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms
     )
     if pulled.messages or wait_seconds <= 0:
         return pulled.messages
@@ -271,7 +269,7 @@ async def pull_messages(
             mark = waiter.mark()
             now = now_ms()
             pulled = await dataplane.apull(
-                client, consumer, count=count, now_ms=now, visibility_ms=visibility_ms
+                consumer, count=count, now_ms=now, visibility_ms=visibility_ms
             )
             remaining = deadline - loop.time()
             if pulled.messages or remaining <= 0:
@@ -323,9 +321,7 @@ async def _settle(request: HttpRequest, consumer: Consumer, mode: str) -> HttpRe
             )
         ms = (_int_field(body, "seconds", 0, MAX_VISIBILITY_TIMEOUT, None) or 0) * 1000
     ack_ids = body.get("ack_ids")
-    settled, stale = await dataplane.asettle(
-        get_async_redis(), consumer, mode, ack_ids, ms=ms, now_ms=now_ms()
-    )  # type: ignore[arg-type]
+    settled, stale = await dataplane.asettle(consumer, mode, ack_ids, ms=ms, now_ms=now_ms())  # type: ignore[arg-type]
     word = {"ack": "acked", "nack": "nacked", "deadline": "modified"}[mode]
     return json_response({word: settled, "stale": stale})
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from openplatform.errors import InvalidRequest, QuotaExceeded, RateLimited
 from queues.engine import scripts
@@ -135,14 +134,13 @@ def publish(
 
 
 async def apublish(
-    client: aioredis.Redis,
     dest: Destination,
     messages: Sequence[Outgoing],
     now_ms: int,
     limits: Limits = NO_LIMITS,
 ) -> list[dict[str, Any]]:
     keys, args = publish_call(dest, messages, now_ms, limits)
-    return publish_result(await scripts.PUBLISH.arun(client, keys, args))
+    return publish_result(await scripts.PUBLISH.arun(keys, args))
 
 
 # --- pull -------------------------------------------------------------------------------------
@@ -213,7 +211,6 @@ def pull(
 
 
 async def apull(
-    client: aioredis.Redis,
     c: Consumer,
     *,
     count: int,
@@ -221,7 +218,7 @@ async def apull(
     visibility_ms: int | None = None,
 ) -> Pulled:
     keys, args = pull_call(c, count, visibility_ms, now_ms)
-    return pull_result(await scripts.PULL.arun(client, keys, args))
+    return pull_result(await scripts.PULL.arun(keys, args))
 
 
 # --- ack, nack, modify-deadline ---------------------------------------------------------------
@@ -306,8 +303,8 @@ def settle(
 
 
 async def asettle(
-    client: aioredis.Redis, c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
+    c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
 ) -> tuple[int, list[str]]:
     parsed = parse_ack_ids(ack_ids, c.partitions)
     keys, args = settle_call(c, mode, parsed, ms, now_ms)
-    return settle_result(await scripts.SETTLE.arun(client, keys, args), ack_ids)
+    return settle_result(await scripts.SETTLE.arun(keys, args), ack_ids)

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from openplatform.redis_client import async_slot
+from openplatform.redis_client import get_script_lane
 
 _HERE = Path(__file__).parent / "lua"
 _LIB = (_HERE / "_lib.lua").read_text()
@@ -39,13 +38,14 @@ class Script:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
-    async def arun(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        async with async_slot():
-            try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                await client.script_load(self.source)
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
+    async def arun(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run on the event loop's script lane (see openplatform.redis_client.ScriptLane)."""
+        lane = get_script_lane()
+        try:
+            return await lane.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await lane.call("SCRIPT", "LOAD", self.source)
+            return await lane.call("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 PUBLISH = Script("publish")

@@ -391,23 +391,6 @@ class TestHotPath:
         with pytest.raises(pytest.fail.Exception), django_assert_num_queries(0):
             post(orders.client, "/v1/queues/orders/messages", {"body": 1})
 
-    def test_publish_is_one_redis_round_trip(self, orders: TenantCtx, monkeypatch: Any) -> None:
-        """A warm publish sends exactly one command to Redis (EVALSHA of the publish script)."""
-        post(orders.client, "/v1/queues/orders/messages", {"body": 0})
-        sent: list[str] = []
-        original = aioredis.Redis.execute_command
-
-        async def spy(self: aioredis.Redis, *args: Any, **options: Any) -> Any:
-            sent.append(str(args[0]))
-            return await original(self, *args, **options)
-
-        monkeypatch.setattr(aioredis.Redis, "execute_command", spy)
-        response = post(
-            orders.client, "/v1/queues/orders/messages", {"messages": [{"body": 1}, {"body": 2}]}
-        )
-        assert response.status_code == 201
-        assert sent == ["EVALSHA"]
-
 
 @pytest.mark.django_db(transaction=True)
 class TestLongPolling:
@@ -417,6 +400,28 @@ class TestLongPolling:
         so the test database can be dropped at the end of the run."""
         yield
         await sync_to_async(connections.close_all)()
+
+    async def test_publish_is_one_redis_round_trip(self, monkeypatch: Any) -> None:
+        """A warm publish sends exactly one command to Redis (EVALSHA of the publish script),
+        counted where every async command leaves the process: the connection."""
+        ctx = await sync_to_async(make_tenant)("Trips")
+        await sync_to_async(services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+        client = BearerAsyncClient(ctx.key)
+        warm = await client.post("/v1/queues/jobs/messages", data={"body": 0})
+        assert warm.status_code == 201
+        sent: list[str] = []
+        original = aioredis.Connection.send_command
+
+        async def spy(self: aioredis.Connection, *args: Any, **options: Any) -> Any:
+            sent.append(str(args[0]))
+            return await original(self, *args, **options)
+
+        monkeypatch.setattr(aioredis.Connection, "send_command", spy)
+        response = await client.post(
+            "/v1/queues/jobs/messages", data={"messages": [{"body": 1}, {"body": 2}]}
+        )
+        assert response.status_code == 201
+        assert sent == ["EVALSHA"]
 
     async def test_waiting_pull_wakes_on_publish(self) -> None:
         """A pull with wait_seconds returns as soon as a message is published."""
@@ -493,7 +498,6 @@ class TestLongPolling:
         dest = queue_destination(
             str(ctx.tenant.id), await sync_to_async(selectors.queue_document)(queue)
         )
-        from openplatform.redis_client import get_async_redis
 
         for start in range(0, 1000, 100):
             batch = validate_batch(
@@ -501,7 +505,7 @@ class TestLongPolling:
                 max_message_bytes=1024,
                 now_ms=now_ms(),
             )
-            await dataplane.apublish(get_async_redis(), dest, batch, now_ms())
+            await dataplane.apublish(dest, batch, now_ms())
         results = await asyncio.wait_for(asyncio.gather(*waiters), 14)
         ids = [m["id"] for r in results for m in r]
         assert len(ids) == 1000
