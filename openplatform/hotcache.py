@@ -9,7 +9,9 @@ Misses are cached too (briefly), so unknown names cannot make every request quer
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,9 @@ class HotCache:
         self.redis_ttl = redis_ttl
         self.miss_ttl = miss_ttl
         self._local: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._inflight: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Future[dict[str, Any] | None]]
+        ] = weakref.WeakKeyDictionary()
 
     def _key(self, ident: str) -> str:
         return f"op:cache:{self.namespace}:{ident}"
@@ -80,10 +85,31 @@ class HotCache:
         return self._remember(ident, doc)
 
     async def aget(self, ident: str) -> dict[str, Any] | None:
-        """:meth:`get` for async code: the PostgreSQL read runs in a worker thread."""
+        """:meth:`get` for async code. Concurrent misses of one ident in one event loop share
+        a single fetch: when the local copy expires under load, a thousand requests wait for
+        one Redis read instead of making a thousand."""
         found, doc = self._local_get(ident)
         if found:
             return doc
+        loop = asyncio.get_running_loop()
+        inflight = self._inflight.setdefault(loop, {})
+        pending = inflight.get(ident)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = inflight[ident] = loop.create_future()
+        try:
+            doc = await self._afetch(ident)
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # the waiters (if any) get it; nobody else need retrieve it
+            raise
+        else:
+            pending.set_result(doc)
+            return doc
+        finally:
+            del inflight[ident]
+
+    async def _afetch(self, ident: str) -> dict[str, Any] | None:
         redis = get_async_redis()
         raw = await redis.get(self._key(ident))
         if raw is None:

@@ -71,8 +71,9 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
-        pool = aioredis.ConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=64, **_async_kwargs()
+        # Blocking: a burst beyond the pool waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=64, timeout=5, **_async_kwargs()
         )
         client = _async[loop] = aioredis.Redis(connection_pool=pool)
     return client
