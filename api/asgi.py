@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponseBase
@@ -70,6 +71,14 @@ class _Headers:
         self.redirect = settings.SECURE_SSL_REDIRECT
 
     def before(self, request: HttpRequest) -> HttpResponseBase | None:
+        """The checks that precede the view: the Host header against ALLOWED_HOSTS (as
+        CommonMiddleware does on the full stack) and the HTTPS redirect."""
+        try:
+            request.get_host()
+        except DisallowedHost:
+            return problem_response(
+                400, "invalid_request", "Invalid request", "The Host header is not allowed."
+            )
         return self.security.process_request(request) if self.redirect else None
 
     def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:

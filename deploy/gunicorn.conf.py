@@ -43,8 +43,8 @@ keepalive = _int("GUNICORN_KEEPALIVE", 75)
 
 # Recycle workers now and then so slow leaks in any library never accumulate; the jitter
 # keeps them from restarting together.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 10000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
+max_requests = _int("GUNICORN_MAX_REQUESTS", 1_000_000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 100_000)
 
 # Access logs are off by default (the API's hot path is too busy to log every request; nginx
 # or the load balancer logs them). ACCESS_LOG=- sends them to stdout.

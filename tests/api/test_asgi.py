@@ -156,3 +156,17 @@ async def test_long_poll_is_cancelled_when_its_client_leaves(api: Any) -> None:
     await client.post("/v1/queues/jobs/messages", json={"body": "after"}, headers=bearer(key))
     pulled = await client.post("/v1/queues/jobs/pull", json={}, headers=bearer(key))
     assert [m["body"] for m in pulled.json()["messages"]] == ["after"]
+
+
+async def test_host_header_is_checked_on_the_lean_paths(api: Any) -> None:
+    """A Host outside ALLOWED_HOSTS is refused on the data plane and the control plane as on
+    the full stack, and nothing is stored."""
+    client, key = api
+    evil = {**bearer(key), "Host": "evil.example"}
+    published = await client.post("/v1/queues/jobs/messages", json={"body": 1}, headers=evil)
+    assert published.status_code == 400
+    assert published.json()["code"] == "invalid_request"
+    listed = await client.get("/v1/queues", headers=evil)
+    assert listed.status_code == 400
+    stats = await client.get("/v1/queues/jobs", headers=bearer(key))
+    assert stats.json()["stats"]["available"] == 0
