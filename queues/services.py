@@ -115,6 +115,46 @@ def _unchanged_fields(changes: dict[str, Any], allowed: set[str]) -> None:
         raise _field_error(field, "This field cannot be changed.")
 
 
+def _apply_delivery_changes(
+    tenant: Tenant, instance: Queue | Subscription, changes: dict[str, Any]
+) -> None:
+    """The delivery settings queues and subscriptions share: visibility timeout, retry
+    backoff, and dead letters (a changed half of the pair keeps the other half)."""
+    if "visibility_timeout" in changes:
+        instance.visibility_timeout = changes["visibility_timeout"]
+    _set_backoff(instance, changes.get("retry_backoff"))
+    if "dead_letter_queue" in changes or "max_delivery_attempts" in changes:
+        current = instance.dead_letter_queue.name if instance.dead_letter_queue else None
+        _set_dead_letter(
+            tenant,
+            instance,
+            changes.get("dead_letter_queue", current),
+            changes.get("max_delivery_attempts", instance.max_delivery_attempts),
+        )
+
+
+def _save_changes(
+    tenant: Tenant,
+    actor: str,
+    instance: Queue | Subscription | Topic,
+    kind: str,
+    changes: dict[str, Any],
+    document: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Validate and save a changed row, audit the change, and push it to the hot cache."""
+    _validate(instance)
+    instance.save()
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action=f"{kind}.update",
+        target_type=kind,
+        target_id=instance.name,
+        data=dict(changes),
+    )
+    _push(tenant, kind, instance.name, document(instance))
+
+
 # --- queues -----------------------------------------------------------------------------------
 
 
@@ -163,29 +203,11 @@ QUEUE_MUTABLE = {
 def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str, Any]) -> Queue:
     _unchanged_fields(changes, QUEUE_MUTABLE)
     queue = Queue.objects.for_tenant(tenant).select_for_update().get(pk=queue.pk)
-    for field in ("visibility_timeout", "delay_seconds", "retention_seconds"):
+    for field in ("delay_seconds", "retention_seconds"):
         if field in changes:
             setattr(queue, field, changes[field])
-    _set_backoff(queue, changes.get("retry_backoff"))
-    if "dead_letter_queue" in changes or "max_delivery_attempts" in changes:
-        current = queue.dead_letter_queue.name if queue.dead_letter_queue else None
-        _set_dead_letter(
-            tenant,
-            queue,
-            changes.get("dead_letter_queue", current),
-            changes.get("max_delivery_attempts", queue.max_delivery_attempts),
-        )
-    _validate(queue)
-    queue.save()
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="queue.update",
-        target_type="queue",
-        target_id=queue.name,
-        data={k: v for k, v in changes.items()},
-    )
-    _push(tenant, "queue", queue.name, selectors.queue_document(queue))
+    _apply_delivery_changes(tenant, queue, changes)
+    _save_changes(tenant, actor, queue, "queue", changes, selectors.queue_document)
     return queue
 
 
@@ -307,17 +329,7 @@ def topic_update(*, tenant: Tenant, actor: str, topic: Topic, changes: dict[str,
     topic = Topic.objects.for_tenant(tenant).select_for_update().get(pk=topic.pk)
     if "retention_seconds" in changes:
         topic.retention_seconds = changes["retention_seconds"]
-    _validate(topic)
-    topic.save()
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="topic.update",
-        target_type="topic",
-        target_id=topic.name,
-        data=dict(changes),
-    )
-    _push(tenant, "topic", topic.name, selectors.topic_document(topic))
+    _save_changes(tenant, actor, topic, "topic", changes, selectors.topic_document)
     return topic
 
 
@@ -437,29 +449,9 @@ def subscription_update(
         .select_related("topic", "dead_letter_queue")
         .get(pk=subscription.pk)
     )
-    if "visibility_timeout" in changes:
-        sub.visibility_timeout = changes["visibility_timeout"]
-    _set_backoff(sub, changes.get("retry_backoff"))
     _set_filter(sub, changes.get("filter"))
-    if "dead_letter_queue" in changes or "max_delivery_attempts" in changes:
-        current = sub.dead_letter_queue.name if sub.dead_letter_queue else None
-        _set_dead_letter(
-            tenant,
-            sub,
-            changes.get("dead_letter_queue", current),
-            changes.get("max_delivery_attempts", sub.max_delivery_attempts),
-        )
-    _validate(sub)
-    sub.save()
-    audit(
-        tenant=tenant,
-        actor=actor,
-        action="subscription.update",
-        target_type="subscription",
-        target_id=sub.name,
-        data=dict(changes),
-    )
-    _push(tenant, "subscription", sub.name, selectors.subscription_document(sub))
+    _apply_delivery_changes(tenant, sub, changes)
+    _save_changes(tenant, actor, sub, "subscription", changes, selectors.subscription_document)
     return sub
 
 
