@@ -20,7 +20,7 @@ from django.db import connection, transaction
 
 from bench import payloads
 from openplatform.redis_client import get_redis
-from openplatform.redis_keys import LAST_USED, USAGE_TENANTS, cache_key, tenant_tag
+from openplatform.redis_keys import LAST_USED, cache_key, tenant_tag
 from queues import selectors, services
 from queues.engine import streams
 from queues.engine.targets import queue_keys
@@ -177,7 +177,6 @@ def cleanup(tenant: BenchTenant) -> None:
     _unlink_matching(client, cache_key(selectors.resource_cache.namespace, f"{tenant.id}:*"))
     client.unlink(cache_key("tenant", tenant.id), cache_key("apikey", tenant.key_prefix))
     client.hdel(LAST_USED, tenant.key_prefix)
-    client.srem(USAGE_TENANTS, tenant.id)
     with transaction.atomic():
         Queue.all_tenants.filter(tenant_id=tenant.id).delete()
         Tenant.objects.filter(pk=tenant.id).delete()

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from openplatform.redis_client import get_async_redis, get_redis
+from openplatform.redis_keys import cache_key
 
 Loader = Callable[[str], dict[str, Any] | None]
 
@@ -51,7 +52,7 @@ class HotCache:
         ] = weakref.WeakKeyDictionary()
 
     def _key(self, ident: str) -> str:
-        return f"op:cache:{self.namespace}:{ident}"
+        return cache_key(self.namespace, ident)
 
     def _local_get(self, ident: str) -> tuple[bool, dict[str, Any] | None]:
         hit = self._local.get(ident)

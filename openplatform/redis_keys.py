@@ -34,10 +34,14 @@ def usage_key(tenant_id: str) -> str:
     return f"op:{tenant_tag(tenant_id)}:usage"
 
 
+def publish_rate_key(usage: str, second: int) -> str:
+    """The tenant's publish counter for one second (beside its usage hash, same slot)."""
+    return f"{usage}:rate:{second}"
+
+
 def cache_key(namespace: str, ident: str) -> str:
     """A hot-cache document (see openplatform.hotcache)."""
     return f"op:cache:{namespace}:{ident}"
 
 
-LAST_USED = "op:keys:last_used"
-USAGE_TENANTS = "op:usage:tenants"
+LAST_USED = "op:keys:last_used"  # hash: key prefix → last use (epoch s), drained by beat

@@ -17,10 +17,11 @@ from typing import Any
 from openplatform.errors import Forbidden, Unauthenticated
 from openplatform.hotcache import HotCache, register
 from openplatform.redis_client import get_async_redis, get_redis
+from openplatform.redis_keys import LAST_USED
 from tenants.models import ApiKey, Tenant
 
 KEY_PREFIX_LEN = 10
-LAST_USED_KEY = "op:keys:last_used"
+LAST_USED_KEY = LAST_USED
 LAST_USED_EVERY_SECONDS = 60
 
 

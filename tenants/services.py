@@ -16,6 +16,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from openplatform.redis_client import get_redis
+from openplatform.redis_keys import usage_key
 from tenants.models import (
     ALL_SCOPES,
     ApiKey,
@@ -238,9 +240,6 @@ def usage_rollup(*, now: datetime | None = None) -> int:
     scripts) into UsageRecord. The counters are totals per hour, so a row is overwritten,
     never added to: running twice is harmless. Hours older than a few hours are then dropped
     from Redis. Returns the number of rows written."""
-    from openplatform.redis_client import get_redis
-    from openplatform.redis_keys import usage_key
-
     redis = get_redis()
     current_hour = int((now or timezone.now()).timestamp()) // 3600
     written = 0

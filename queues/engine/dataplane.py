@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from openplatform.errors import InvalidRequest, QuotaExceeded, RateLimited
+from openplatform.redis_keys import publish_rate_key
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
 from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
@@ -56,7 +57,7 @@ def publish_call(
 ) -> tuple[list[str], list[Any]]:
     partitions = dest.partitions
     slots: dict[int, int] = {}
-    keys: list[str] = [dest.usage, f"{dest.usage}:rate:{now_ms // 1000}"]
+    keys: list[str] = [dest.usage, publish_rate_key(dest.usage, now_ms // 1000)]
     per_message: list[Any] = []
     dedup_keys: list[str] = []
     dedup_index: dict[str, int] = {}

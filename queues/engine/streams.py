@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from redis.exceptions import ResponseError
 
@@ -19,6 +20,7 @@ from queues.engine.targets import (
     queue_keys,
     subscription_group,
     subscription_partition_keys,
+    topic_dedup_prefix,
     topic_partition_keys,
 )
 
@@ -89,8 +91,6 @@ def topic_delete(client: redis.Redis, tenant_id: str, topic_id: str, partitions:
         part = topic_partition_keys(tenant_id, topic_id, p)
         keys += [part["stream"], part["delay"]]
     client.delete(*keys)
-    from queues.engine.targets import topic_dedup_prefix
-
     _delete_matching(client, topic_dedup_prefix(tenant_id, topic_id) + "*")
 
 
@@ -261,8 +261,6 @@ def redrive(
 
 
 def _source_of(fields: dict[bytes, bytes]) -> str | None:
-    import orjson
-
     raw = fields.get(b"a")
     if not raw:
         return None
