@@ -6,7 +6,8 @@ import sys
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.dev")
+    # Fail closed: production unless told otherwise (`./dev manage` says dev).
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.production")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -7,7 +7,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -235,32 +235,58 @@ USAGE_FIELDS = {"p": "published", "pb": "published_bytes", "d": "delivered", "a"
 USAGE_KEEP_HOURS = 3
 
 
-def usage_rollup(*, now: datetime | None = None) -> int:
+def _parse_usage(raw: dict[bytes, bytes]) -> dict[int, dict[str, int]]:
+    """The hourly totals in a tenant's counter hash: {hour epoch: {column: count}}.
+
+    Fields are ``<hour epoch>:<counter>`` (hourly traffic) and ``m<YYYYMM>:p`` (the month's
+    published count, read by the publish script's quota check: not an hour, not rolled up)."""
+    hours: dict[int, dict[str, int]] = {}
+    for field, value in raw.items():
+        hour, _, counter = field.decode().partition(":")
+        if hour.isdigit() and counter in USAGE_FIELDS:
+            hours.setdefault(int(hour), {})[USAGE_FIELDS[counter]] = int(value)
+    return hours
+
+
+def usage_rollup(*, now: datetime | None = None, chunk: int = 500) -> int:
     """Copy the data plane's per-hour counters (Redis hash per tenant, written by the Lua
     scripts) into UsageRecord. The counters are totals per hour, so a row is overwritten,
-    never added to: running twice is harmless. Hours older than a few hours are then dropped
-    from Redis. Returns the number of rows written."""
+    never added to: running twice is harmless. Hourly fields older than USAGE_KEEP_HOURS are
+    then dropped from Redis (their rows are final), and monthly quota counters older than the
+    previous month too. Returns the number of rows written."""
     redis = get_redis()
-    current_hour = int((now or timezone.now()).timestamp()) // 3600
+    moment = now or timezone.now()
+    current_hour = int(moment.timestamp()) // 3600
+    previous_month = (moment.replace(day=1) - timedelta(days=1)).strftime("m%Y%m")
+    keep_months = {moment.strftime("m%Y%m"), previous_month}
+    tenant_ids = list(Tenant.objects.filter(is_active=True).values_list("id", flat=True))
     written = 0
-    for tenant in Tenant.objects.filter(is_active=True).only("id"):
-        key = usage_key(str(tenant.id))
-        raw = redis.hgetall(key)
-        hours: dict[int, dict[str, int]] = {}
-        for field, value in raw.items():
-            hour, _, counter = field.decode().partition(":")
-            if counter in USAGE_FIELDS and hour.isdigit():
-                hours.setdefault(int(hour), {})[USAGE_FIELDS[counter]] = int(value)
-        for hour, counts in hours.items():
-            UsageRecord.all_tenants.update_or_create(
-                tenant=tenant, hour=datetime.fromtimestamp(hour * 3600, tz=UTC), defaults=counts
-            )
-            written += 1
-        old = [
-            f
-            for f in raw
-            if int(f.decode().partition(":")[0] or 0) < current_hour - USAGE_KEEP_HOURS
-        ]
-        if old:
-            redis.hdel(key, *old)
+    for start in range(0, len(tenant_ids), chunk):
+        batch = tenant_ids[start : start + chunk]
+        pipe = redis.pipeline(transaction=False)
+        for tenant_id in batch:
+            pipe.hgetall(usage_key(str(tenant_id)))
+        for tenant_id, raw in zip(batch, pipe.execute(), strict=True):
+            hours = _parse_usage(raw)
+            for hour, counts in hours.items():
+                UsageRecord.all_tenants.update_or_create(
+                    tenant_id=tenant_id,
+                    hour=datetime.fromtimestamp(hour * 3600, tz=UTC),
+                    defaults=counts,
+                )
+                written += 1
+            old = [
+                field
+                for field in raw
+                if _is_stale(field.decode(), current_hour - USAGE_KEEP_HOURS, keep_months)
+            ]
+            if old:
+                redis.hdel(usage_key(str(tenant_id)), *old)
     return written
+
+
+def _is_stale(field: str, oldest_hour: int, keep_months: set[str]) -> bool:
+    period = field.partition(":")[0]
+    if period.isdigit():
+        return int(period) < oldest_hour
+    return period.startswith("m") and period not in keep_months

@@ -15,7 +15,9 @@ return values
 """
 
 
-@shared_task(name="tenants.flush_key_last_used", time_limit=60, ignore_result=True)
+@shared_task(
+    name="tenants.flush_key_last_used", time_limit=60, soft_time_limit=50, ignore_result=True
+)
 def flush_key_last_used() -> int:
     """Copy the last-used times the data plane noted in Redis into PostgreSQL (each key at
     most once a minute), taking and clearing them in one atomic step."""
@@ -24,7 +26,7 @@ def flush_key_last_used() -> int:
     return services.key_flush_last_used(updates=updates) if updates else 0
 
 
-@shared_task(name="tenants.usage_rollup", time_limit=300, ignore_result=True)
+@shared_task(name="tenants.usage_rollup", time_limit=300, soft_time_limit=270, ignore_result=True)
 def usage_rollup() -> int:
     """Copy each tenant's hourly traffic counters from Redis into UsageRecord rows."""
     return services.usage_rollup()

@@ -153,16 +153,36 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
+# Every task declares its own time_limit and soft_time_limit (soft < hard): Celery refuses to
+# send a task whose soft limit exceeds its hard limit, so a global soft limit above a task's
+# hard limit would stop beat from sending it at all. These are the fallbacks for tasks that
+# declare none.
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How often beat runs each piece of background work (seconds). Deployments keep the defaults;
+# the system tests shorten them so a run sees every task within seconds.
+HOUSEKEEPING_INTERVAL_SECONDS = env("HOUSEKEEPING_INTERVAL_SECONDS", 2.0)
+KEY_LAST_USED_FLUSH_SECONDS = env("KEY_LAST_USED_FLUSH_SECONDS", 60.0)
+RETENTION_TRIM_SECONDS = env("RETENTION_TRIM_SECONDS", 60.0)
+POSITIONS_SNAPSHOT_SECONDS = env("POSITIONS_SNAPSHOT_SECONDS", 30.0)
+USAGE_ROLLUP_SECONDS = env("USAGE_ROLLUP_SECONDS", 60.0)
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
-    "flush-key-last-used": {"task": "tenants.flush_key_last_used", "schedule": 60.0},
-    "queues-housekeeping": {"task": "queues.housekeeping", "schedule": 2.0},
-    "queues-retention-trim": {"task": "queues.retention_trim", "schedule": 60.0},
-    "queues-snapshot-positions": {"task": "queues.snapshot_positions", "schedule": 30.0},
-    "tenants-usage-rollup": {"task": "tenants.usage_rollup", "schedule": 60.0},
+    "flush-key-last-used": {
+        "task": "tenants.flush_key_last_used",
+        "schedule": KEY_LAST_USED_FLUSH_SECONDS,
+    },
+    "queues-housekeeping": {
+        "task": "queues.housekeeping",
+        "schedule": HOUSEKEEPING_INTERVAL_SECONDS,
+    },
+    "queues-retention-trim": {"task": "queues.retention_trim", "schedule": RETENTION_TRIM_SECONDS},
+    "queues-snapshot-positions": {
+        "task": "queues.snapshot_positions",
+        "schedule": POSITIONS_SNAPSHOT_SECONDS,
+    },
+    "tenants-usage-rollup": {"task": "tenants.usage_rollup", "schedule": USAGE_ROLLUP_SECONDS},
 }
 
 LOGGING = {

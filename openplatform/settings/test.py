@@ -1,5 +1,9 @@
 """The test suite: real PostgreSQL and Redis from DATABASE_URL / REDIS_URL."""
 
+from urllib.parse import urlsplit, urlunsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
 from openplatform.settings.base import *  # noqa: F403
 from openplatform.settings.base import DATABASES, REDIS_URL, env
 
@@ -12,7 +16,15 @@ CELERY_TASK_ALWAYS_EAGER = True
 DATABASES["default"]["OPTIONS"] = {}
 
 # The suite empties its Redis database around every test, so it never shares one with a
-# running platform: the database number comes from REDIS_TEST_DB (default 15).
-_redis = REDIS_URL.rsplit("/", 1)
-REDIS_URL = f"{_redis[0]}/{env('REDIS_TEST_DB', 15)}" if _redis[-1].isdigit() else REDIS_URL
+# running platform: it uses database REDIS_TEST_DB (default 15) of the server REDIS_URL names.
+# A URL that names no database is refused rather than guessed at: flushing "the" database of
+# redis://host:6379 would empty database 0, where a platform keeps its messages.
+_redis = urlsplit(REDIS_URL)
+if not _redis.path.strip("/").isdigit():
+    raise ImproperlyConfigured(
+        f"REDIS_URL={REDIS_URL!r} names no database; the test settings need one such as "
+        "redis://127.0.0.1:6379/0 (the suite then uses database REDIS_TEST_DB of that server)."
+    )
+REDIS_TEST_DB = env("REDIS_TEST_DB", 15)
+REDIS_URL = urlunsplit(_redis._replace(path=f"/{REDIS_TEST_DB}"))
 CELERY_BROKER_URL = REDIS_URL
