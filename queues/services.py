@@ -1,12 +1,15 @@
 """Writes of topics, queues and subscriptions.
 
 Each service is one PostgreSQL transaction with its audit record. Redis structures are
-created inside the transaction (a Redis failure rolls the row back) and removed once the
-deletion committed. The hot cache learns of every change on commit.
+created and dropped inside the transaction, with the row locked (a Redis failure rolls the
+change back), so PostgreSQL and Redis agree on what exists. The hot cache learns of every
+change on commit; a process acting on a stale copy meanwhile finds the structures gone, and
+:func:`resource_repair` is its way back to the truth.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -15,22 +18,27 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Model, ProtectedError
 from django.utils import timezone
+from redis import exceptions as redis_exceptions
 
-from openplatform.errors import Conflict, InvalidRequest, QuotaExceeded
+from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from openplatform.redis_client import get_redis
 from queues import selectors
 from queues.engine import dataplane, scripts, streams
+from queues.engine.dataplane import Gone
 from queues.engine.messages import now_ms
 from queues.engine.targets import (
     queue_consumer,
     queue_keys,
     subscription_consumer,
+    topic_dedup_prefix,
     topic_destination,
     topic_partition_keys,
 )
 from queues.models import ConsumerPosition, Queue, StartAt, Subscription, Topic
 from tenants.models import Tenant
 from tenants.services import audit
+
+logger = logging.getLogger(__name__)
 
 BACKOFF_LIMIT = 43200
 
@@ -213,6 +221,17 @@ def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str,
 
 @transaction.atomic
 def queue_delete(*, tenant: Tenant, actor: str, queue: Queue) -> None:
+    """Delete a queue with its messages.
+
+    The row is locked, then deleted, then the queue's Redis structures are dropped in one
+    atomic step, all before the commit: a publish or pull that still holds a cached copy of
+    the queue finds it gone in Redis from that step on and stores nothing (and its fallback
+    look-up waits on the row lock, then sees no queue: 404). A Redis failure rolls the
+    deletion back, so PostgreSQL and Redis never disagree about whether the queue exists."""
+    try:
+        queue = Queue.objects.for_tenant(tenant).select_for_update().get(pk=queue.pk)
+    except Queue.DoesNotExist as exc:  # deleted by a concurrent request
+        raise NotFound("No such queue.") from exc
     # Reverse relations go through the fail-closed TenantManager, so ask per tenant.
     users = list(
         Queue.objects.for_tenant(tenant)
@@ -234,14 +253,29 @@ def queue_delete(*, tenant: Tenant, actor: str, queue: Queue) -> None:
     except ProtectedError as exc:  # made a dead-letter queue since the check above
         raise Conflict(f"Queue '{name}' is a dead-letter queue; change its users first.") from exc
     audit(tenant=tenant, actor=actor, action="queue.delete", target_type="queue", target_id=name)
+    redis = get_redis()
+    streams.queue_drop(redis, tenant_id, queue_id)
     _push(tenant, "queue", name, None)
-    transaction.on_commit(lambda: streams.queue_delete(get_redis(), tenant_id, queue_id))
+    dedup = queue_keys(tenant_id, queue_id)["dedup"]
+    transaction.on_commit(lambda: _forget_dedup(dedup))
+
+
+def _forget_dedup(prefix: str) -> None:
+    """After a deletion: its dedup keys go (best effort; they expire within minutes anyway)."""
+    try:
+        streams.forget_dedup(get_redis(), prefix)
+    except redis_exceptions.RedisError as exc:
+        logger.warning("dedup keys under %s left to expire: %r", prefix, exc)
 
 
 def queue_purge(*, tenant: Tenant, actor: str, queue: Queue) -> int:
-    purged = streams.purge(
-        get_redis(), queue_consumer(str(tenant.id), selectors.queue_document(queue))
-    )
+    tenant_id = str(tenant.id)
+    redis = get_redis()
+    try:
+        purged = streams.purge(redis, queue_consumer(tenant_id, selectors.queue_document(queue)))
+    except Gone:
+        doc = _repaired(tenant_id, "queue", queue.name)
+        purged = streams.purge(redis, queue_consumer(tenant_id, doc))
     audit(
         tenant=tenant,
         actor=actor,
@@ -316,6 +350,7 @@ def topic_create(
     _validate(topic)
     _check_quota(tenant, Topic, "max_topics")
     _save_new(topic, "topic")
+    streams.topic_create(get_redis(), str(tenant.id), str(topic.id), topic.partitions)
     audit(tenant=tenant, actor=actor, action="topic.create", target_type="topic", target_id=name)
     _push(tenant, "topic", name, selectors.topic_document(topic))
     return topic
@@ -335,17 +370,19 @@ def topic_update(*, tenant: Tenant, actor: str, topic: Topic, changes: dict[str,
 
 @transaction.atomic
 def topic_delete(*, tenant: Tenant, actor: str, topic: Topic) -> None:
-    """Deletes the topic, its subscriptions and all their messages."""
+    """Deletes the topic, its subscriptions and all their messages, in Redis before the
+    commit and in one atomic step (see queue_delete)."""
+    try:
+        topic = Topic.objects.for_tenant(tenant).select_for_update().get(pk=topic.pk)
+    except Topic.DoesNotExist as exc:
+        raise NotFound("No such topic.") from exc
     tenant_id, topic_id, partitions, name = (
         str(tenant.id),
         str(topic.id),
         topic.partitions,
         topic.name,
     )
-    subs = list(Subscription.objects.for_tenant(tenant).filter(topic=topic))
-    for sub in subs:
-        _push(tenant, "subscription", sub.name, None)
-    sub_ids = [str(s.id) for s in subs]
+    subs = list(Subscription.objects.for_tenant(tenant).filter(topic=topic).select_for_update())
     topic.delete()
     audit(
         tenant=tenant,
@@ -355,15 +392,12 @@ def topic_delete(*, tenant: Tenant, actor: str, topic: Topic) -> None:
         target_id=name,
         data={"subscriptions": [s.name for s in subs]},
     )
+    streams.topic_drop(get_redis(), tenant_id, topic_id, partitions, [str(s.id) for s in subs])
+    for sub in subs:
+        _push(tenant, "subscription", sub.name, None)
     _push(tenant, "topic", name, None)
-
-    def drop() -> None:
-        redis = get_redis()
-        for sub_id in sub_ids:
-            streams.subscription_delete(redis, tenant_id, topic_id, partitions, sub_id)
-        streams.topic_delete(redis, tenant_id, topic_id, partitions)
-
-    transaction.on_commit(drop)
+    dedup = topic_dedup_prefix(tenant_id, topic_id)
+    transaction.on_commit(lambda: _forget_dedup(dedup))
 
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -397,7 +431,8 @@ def subscription_create(
     filter: dict[str, Any] | None = None,
     start_at: str = StartAt.LATEST,
 ) -> Subscription:
-    topic_row = Topic.objects.for_tenant(tenant).filter(name=topic).first()
+    # Locked so the topic cannot be deleted between here and the groups' creation below.
+    topic_row = Topic.objects.for_tenant(tenant).select_for_update().filter(name=topic).first()
     if topic_row is None:
         raise _field_error("topic", f"No topic '{topic}'.")
     sub = Subscription(
@@ -457,6 +492,16 @@ def subscription_update(
 
 @transaction.atomic
 def subscription_delete(*, tenant: Tenant, actor: str, subscription: Subscription) -> None:
+    """Deletes the subscription, its groups, leases and retries (see queue_delete)."""
+    try:
+        subscription = (
+            Subscription.objects.for_tenant(tenant)
+            .select_for_update(of=("self",))
+            .select_related("topic")
+            .get(pk=subscription.pk)
+        )
+    except Subscription.DoesNotExist as exc:
+        raise NotFound("No such subscription.") from exc
     topic = subscription.topic
     args = (str(tenant.id), str(topic.id), topic.partitions, str(subscription.id))
     name = subscription.name
@@ -468,8 +513,8 @@ def subscription_delete(*, tenant: Tenant, actor: str, subscription: Subscriptio
         target_type="subscription",
         target_id=name,
     )
+    streams.subscription_drop(get_redis(), *args)
     _push(tenant, "subscription", name, None)
-    transaction.on_commit(lambda: streams.subscription_delete(get_redis(), *args))
 
 
 def subscription_seek(
@@ -486,7 +531,11 @@ def subscription_seek(
         marks = streams.seek_positions_for_time(redis, consumer, int(to.timestamp() * 1000))
     else:
         raise _field_error("to", 'Expected "earliest", "latest" or an RFC 3339 time.')
-    streams.seek(redis, consumer, marks)
+    try:
+        streams.seek(redis, consumer, marks)
+    except Gone:
+        doc = _repaired(str(tenant.id), "subscription", subscription.name)
+        streams.seek(redis, subscription_consumer(str(tenant.id), doc), marks)
     with transaction.atomic():
         audit(
             tenant=tenant,
@@ -566,22 +615,85 @@ def positions_snapshot_all() -> int:
     return saved
 
 
+def _saved_positions(owner: Queue | Subscription) -> dict[int, streams.Position]:
+    field = "queue" if isinstance(owner, Queue) else "subscription"
+    return {
+        p.partition: streams.Position(
+            p.partition, p.last_delivered_id, p.acked_id, p.last_generated_id
+        )
+        for p in ConsumerPosition.all_tenants.filter(**{field: owner})
+    }
+
+
+def _rebuild_consumer(redis: Any, tenant_id: str, owner: Queue | Subscription) -> list[str]:
+    """Recreate a queue's or subscription's missing stream and groups at the snapshotted
+    positions (nothing when they exist). Returns what was done."""
+    if isinstance(owner, Queue):
+        consumer = queue_consumer(tenant_id, selectors.queue_document(owner))
+    else:
+        consumer = subscription_consumer(tenant_id, selectors.subscription_document(owner))
+    return [
+        f"{consumer.label} ({tenant_id}): {line}"
+        for line in streams.rebuild(redis, consumer, _saved_positions(owner))
+    ]
+
+
 def streams_rebuild() -> list[str]:
-    """Recreate missing streams and consumer groups at the snapshotted positions."""
+    """Recreate missing streams and consumer groups at the snapshotted positions, and the
+    streams of topics nobody subscribes to."""
     redis = get_redis()
     report: list[str] = []
-    for _tenant_id, owner, build in _each_consumer():
-        consumer = build()
-        field = "queue" if isinstance(owner, Queue) else "subscription"
-        saved = {
-            p.partition: streams.Position(
-                p.partition, p.last_delivered_id, p.acked_id, p.last_generated_id
-            )
-            for p in ConsumerPosition.all_tenants.filter(**{field: owner})
-        }
-        for line in streams.rebuild(redis, consumer, saved):
-            report.append(f"{consumer.label} ({owner.tenant_id}): {line}")
+    for tenant_id, owner, _build in _each_consumer():
+        report += _rebuild_consumer(redis, tenant_id, owner)
+    for topic in Topic.all_tenants.all():
+        streams.topic_create(redis, str(topic.tenant_id), str(topic.id), topic.partitions)
     return report
+
+
+@transaction.atomic
+def resource_repair(*, tenant_id: str, kind: str, name: str) -> dict[str, Any] | None:
+    """The fallback of the data plane after a script found a resource gone in Redis.
+
+    Reads the truth from PostgreSQL with the row locked, so a deletion in progress is waited
+    for (it holds the lock until its commit). No row: the resource is deleted; the hot cache
+    learns so and None is returned (the caller answers 404). A row: its Redis structures (and
+    those of its dead-letter queue, and for a topic those of its subscriptions) are recreated
+    where missing, at the snapshotted positions (after Redis lost data; nothing when a cached
+    copy was merely stale, e.g. of a deleted queue whose name was taken again), the current
+    document is pushed to the hot cache and returned, and the caller retries once with it."""
+    redis = get_redis()
+    model: type[Queue] | type[Topic] | type[Subscription]
+    model = {"queue": Queue, "topic": Topic, "subscription": Subscription}[kind]
+    query = model.objects.for_tenant(tenant_id).filter(name=name)  # type: ignore[attr-defined]
+    row = query.select_for_update().first()
+    if row is None:
+        selectors.resource_cache.push(selectors.resource_ident(tenant_id, kind, name), None)
+        return None
+    if isinstance(row, Topic):
+        for sub in Subscription.objects.for_tenant(tenant_id).filter(topic=row):
+            _rebuild_consumer(redis, tenant_id, sub)
+        streams.topic_create(redis, tenant_id, str(row.id), row.partitions)
+        doc = selectors.topic_document(row)
+    else:
+        row = (
+            model.objects.for_tenant(tenant_id)  # type: ignore[attr-defined]
+            .select_related(*(("topic",) if kind == "subscription" else ()), "dead_letter_queue")
+            .get(pk=row.pk)
+        )
+        if row.dead_letter_queue is not None:
+            _rebuild_consumer(redis, tenant_id, row.dead_letter_queue)
+        _rebuild_consumer(redis, tenant_id, row)
+        document = selectors.queue_document if kind == "queue" else selectors.subscription_document
+        doc = document(row)
+    selectors.resource_cache.push(selectors.resource_ident(tenant_id, kind, name), doc)
+    return doc
+
+
+def _repaired(tenant_id: str, kind: str, name: str) -> dict[str, Any]:
+    doc = resource_repair(tenant_id=tenant_id, kind=kind, name=name)
+    if doc is None:
+        raise NotFound(f"No such {kind}.")
+    return doc
 
 
 def housekeeping_all(*, chunk: int = 500) -> int:

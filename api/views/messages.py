@@ -9,7 +9,8 @@ sleeps on an asyncio.Event until the publish script announces messages (queues.e
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
@@ -20,7 +21,7 @@ from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import QueuePeekView
 from api.views.topics import TopicLogView
-from openplatform.errors import InvalidRequest
+from openplatform.errors import InvalidRequest, NotFound
 from queues.engine import dataplane
 from queues.engine.messages import now_ms, validate_batch
 from queues.engine.targets import (
@@ -33,10 +34,13 @@ from queues.engine.targets import (
 from queues.engine.waiters import get_notifier
 from queues.models import MAX_VISIBILITY_TIMEOUT
 from queues.selectors import aresource_doc
+from queues.services import resource_repair
 from tenants.principals import Principal
 
 _queue_peek = QueuePeekView.as_view()
 _topic_log = TopicLogView.as_view()
+
+T = TypeVar("T")
 
 MAX_WAIT_SECONDS = 20
 DEFAULT_MAX_MESSAGES = 10
@@ -163,19 +167,37 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-async def _queue_consumer(principal: Principal, name: str) -> Consumer:
-    doc = await aresource_doc(principal.tenant_id, "queue", name)
-    principal.require_resource("queue", name)
+def _queue_consumer(principal: Principal, doc: dict[str, Any]) -> Consumer:
+    principal.require_resource("queue", doc["name"])
     return queue_consumer(principal.tenant_id, doc)
 
 
-async def _subscription_consumer(principal: Principal, name: str) -> Consumer:
-    doc = await aresource_doc(principal.tenant_id, "subscription", name)
+def _subscription_consumer(principal: Principal, doc: dict[str, Any]) -> Consumer:
+    name = doc["name"]
     if not principal.may_access("subscription", name) and not principal.may_access(
         "topic", doc["topic"]["name"]
     ):
         principal.require_resource("subscription", name)
     return subscription_consumer(principal.tenant_id, doc)
+
+
+async def _with_current_doc(
+    principal: Principal, kind: str, name: str, call: Callable[[dict[str, Any]], Awaitable[T]]
+) -> T:
+    """Run ``call`` with the cached document of ``kind`` ``name``; if the engine finds the
+    resource gone (the copy was stale: deleted, perhaps created again under the same name;
+    or Redis lost it), look it up in PostgreSQL and run ``call`` once more with the truth, or
+    answer 404. A Gone call changed nothing in Redis, so running it again never doubles it."""
+    doc = await aresource_doc(principal.tenant_id, kind, name)
+    try:
+        return await call(doc)
+    except dataplane.Gone:
+        current = await sync_to_async(resource_repair)(
+            tenant_id=principal.tenant_id, kind=kind, name=name
+        )
+        if current is None:
+            raise NotFound(f"No such {kind}.") from None
+        return await call(current)
 
 
 # --- publish ----------------------------------------------------------------------------------
@@ -184,22 +206,26 @@ async def _subscription_consumer(principal: Principal, name: str) -> Consumer:
 async def _publish(
     request: HttpRequest, principal: Principal, kind: str, name: str
 ) -> HttpResponse:
-    doc = await aresource_doc(principal.tenant_id, kind, name)
-    principal.require_resource(kind, name)
     now = now_ms()
-    messages = validate_batch(
-        read_json(request), max_message_bytes=principal.tenant["max_message_bytes"], now_ms=now
-    )
-    if kind == "queue":
-        dest = queue_destination(principal.tenant_id, doc)
-    else:
-        dest = topic_destination(principal.tenant_id, doc)
+    messages = None
     tenant = principal.tenant
     limits = dataplane.Limits(
         per_second=tenant.get("publish_rate_per_second") or 0,
         per_month=tenant.get("monthly_messages") or 0,
     )
-    result = await dataplane.apublish(dest, messages, now, limits)
+    destination = queue_destination if kind == "queue" else topic_destination
+
+    async def publish(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        nonlocal messages
+        principal.require_resource(kind, name)  # once the name is known to exist: else a 404
+        if messages is None:
+            messages = validate_batch(
+                read_json(request), max_message_bytes=tenant["max_message_bytes"], now_ms=now
+            )
+        dest = destination(principal.tenant_id, doc)
+        return await dataplane.apublish(dest, messages, now, limits)
+
+    result = await _with_current_doc(principal, kind, name, publish)
     return json_response({"messages": result}, status=201)
 
 
@@ -348,14 +374,15 @@ class ConsumerView(AsyncTenantAPIView):
     verb: ClassVar[str]  # "pull" | "ack" | "nack" | "deadline"
 
     async def post(self, request: HttpRequest, principal: Principal, **kwargs: str) -> HttpResponse:
-        name = kwargs[self.kind]
-        if self.kind == "queue":
-            consumer = await _queue_consumer(principal, name)
-        else:
-            consumer = await _subscription_consumer(principal, name)
-        if self.verb == "pull":
-            return await _pull(request, consumer)
-        return await _settle(request, consumer, self.verb)
+        as_consumer = _queue_consumer if self.kind == "queue" else _subscription_consumer
+
+        async def serve(doc: dict[str, Any]) -> HttpResponse:
+            consumer = as_consumer(principal, doc)
+            if self.verb == "pull":
+                return await _pull(request, consumer)
+            return await _settle(request, consumer, self.verb)
+
+        return await _with_current_doc(principal, self.kind, kwargs[self.kind], serve)
 
 
 _VERBS: dict[str, tuple[str, type[serializers.Serializer], Any, str]] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from openplatform.errors import InvalidRequest, QuotaExceeded, RateLimited
+from openplatform.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from openplatform.redis_keys import publish_rate_key
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
@@ -22,6 +22,16 @@ from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
 MAX_PULL = 100
 MAX_ACK_IDS = 1000
 _round_robin = itertools.count()
+
+
+class Gone(NotFound):
+    """The resource's Redis structures do not exist: it was deleted (a process acted on a
+    cached copy of it), or Redis lost them. The script that says so changed nothing, so the
+    caller may look the resource up again (``queues.services.resource_repair``) and retry once.
+    Left unhandled it is a 404."""
+
+    def __init__(self) -> None:
+        super().__init__("No such resource.")
 
 
 def _hour(now_ms: int) -> str:
@@ -100,6 +110,8 @@ def publish_call(
 
 def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
     if raw and raw[0] == -1:
+        if raw[1] == b"gone":
+            raise Gone
         if raw[1] == b"rate":
             raise RateLimited(
                 "The plan's publish rate is exhausted for this second; nothing was stored.",
@@ -129,7 +141,8 @@ def publish(
 ) -> list[dict[str, Any]]:
     """Store validated messages (one round trip). Returns per message id, partition, offset
     (None while delayed) and whether it was a duplicate within the dedup window. A batch that
-    would pass the tenant's limits raises RateLimited / QuotaExceeded and stores nothing."""
+    would pass the tenant's limits raises RateLimited / QuotaExceeded, and one for a deleted
+    destination raises Gone; either way nothing is stored."""
     keys, args = publish_call(dest, messages, now_ms, limits)
     return publish_result(scripts.PUBLISH.run(client, keys, args))
 
@@ -188,6 +201,8 @@ class Pulled:
 
 def pull_result(raw: list[Any]) -> Pulled:
     next_due, entries = raw
+    if next_due == -2:
+        raise Gone
     messages = []
     for partition, entry_id, attempt, fields in entries:
         offset = entry_id.decode()
@@ -206,7 +221,8 @@ def pull_result(raw: list[Any]) -> Pulled:
 def pull(
     client: redis.Redis, c: Consumer, *, count: int, now_ms: int, visibility_ms: int | None = None
 ) -> Pulled:
-    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout."""
+    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout.
+    Raises Gone, having changed nothing, when the consumer's structures are missing."""
     keys, args = pull_call(c, count, visibility_ms, now_ms)
     return pull_result(scripts.PULL.run(client, keys, args))
 
@@ -289,6 +305,8 @@ def settle_call(
 
 def settle_result(raw: list[Any], ack_ids: list[Any]) -> tuple[int, list[str]]:
     settled, stale = raw
+    if settled == -1:
+        raise Gone
     return int(settled), [ack_ids[i] for i in stale]
 
 
@@ -297,7 +315,8 @@ def settle(
 ) -> tuple[int, list[str]]:
     """``mode`` is 'ack', 'nack' (``ms`` delay, -1 for the backoff policy) or 'deadline'
     (``ms`` new lease length; 0 makes the messages deliverable now). Returns how many were
-    settled and the stale ack ids."""
+    settled and the stale ack ids. Raises Gone, having changed nothing, when the consumer's
+    structures are missing."""
     parsed = parse_ack_ids(ack_ids, c.partitions)
     keys, args = settle_call(c, mode, parsed, ms, now_ms)
     return settle_result(scripts.SETTLE.run(client, keys, args), ack_ids)

@@ -13,6 +13,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from queues.engine import scripts
+from queues.engine.dataplane import Gone
 from queues.engine.messages import delivered, fields_dict
 from queues.engine.targets import (
     QUEUE_GROUP,
@@ -20,7 +21,7 @@ from queues.engine.targets import (
     queue_keys,
     subscription_group,
     subscription_partition_keys,
-    topic_dedup_prefix,
+    topic_channel,
     topic_partition_keys,
 )
 
@@ -42,21 +43,75 @@ def queue_create(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
     _create_group(client, queue_keys(tenant_id, queue_id)["stream"], QUEUE_GROUP, "0")
 
 
-def queue_delete(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
+def _drop(
+    client: redis.Redis,
+    *,
+    delete: list[str],
+    channel: str,
+    group_on: list[str] | None = None,
+    group: str = "",
+) -> None:
+    """Delete structures atomically and wake their long polls (see drop.lua)."""
+    destroy = group_on or []
+    scripts.DROP.run(client, [*destroy, *delete], [channel, group, len(destroy)])
+
+
+def queue_drop(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
+    """Delete a queue's stream, delay, lease and retry sets in one step. From then on every
+    script finds the queue gone and writes nothing (its dedup keys: :func:`forget_dedup`)."""
     keys = queue_keys(tenant_id, queue_id)
-    client.delete(keys["stream"], keys["delay"], keys["lease"], keys["retry"])
-    _delete_matching(client, keys["dedup"] + "*")
+    _drop(
+        client,
+        delete=[keys["stream"], keys["delay"], keys["lease"], keys["retry"]],
+        channel=keys["channel"],
+    )
 
 
-def _delete_matching(client: redis.Redis, pattern: str) -> None:
+def forget_dedup(client: redis.Redis, prefix: str) -> None:
+    """Delete the dedup keys under ``prefix`` (a deleted queue's or topic's). They expire
+    within the dedup window anyway; this only returns the memory sooner."""
     batch = []
-    for key in client.scan_iter(match=pattern, count=1000):
+    for key in client.scan_iter(match=prefix + "*", count=1000):
         batch.append(key)
         if len(batch) >= 500:
             client.delete(*batch)
             batch = []
     if batch:
         client.delete(*batch)
+
+
+def topic_create(client: redis.Redis, tenant_id: str, topic_id: str, partitions: int) -> None:
+    """Create each partition's (empty) stream: a topic is alive in Redis while they exist, and
+    a publish to a topic whose streams are missing stores nothing. Existing streams are kept."""
+    pipe = client.pipeline(transaction=True)
+    for p in range(partitions):
+        stream = topic_partition_keys(tenant_id, topic_id, p)["stream"]
+        # Redis makes an empty stream only together with a consumer group.
+        pipe.xgroup_create(stream, _EMPTY_GROUP, "$", mkstream=True)
+        pipe.xgroup_destroy(stream, _EMPTY_GROUP)
+    pipe.execute(raise_on_error=False)  # BUSYGROUP cannot happen: the group is never kept
+
+
+_EMPTY_GROUP = "op.create"
+
+
+def topic_drop(
+    client: redis.Redis,
+    tenant_id: str,
+    topic_id: str,
+    partitions: int,
+    subscription_ids: list[str],
+) -> None:
+    """Delete a topic's streams and delay sets with its subscriptions' lease and retry sets
+    in one step (deleting a stream deletes its consumer groups)."""
+    keys: list[str] = []
+    for p in range(partitions):
+        part = topic_partition_keys(tenant_id, topic_id, p)
+        keys += [part["stream"], part["delay"]]
+        for sub_id in subscription_ids:
+            own = subscription_partition_keys(tenant_id, sub_id, p)
+            keys += [own["lease"], own["retry"]]
+    _drop(client, delete=keys, channel=topic_channel(tenant_id, topic_id))
 
 
 def subscription_create(
@@ -73,25 +128,24 @@ def subscription_create(
         _create_group(client, topic_partition_keys(tenant_id, topic_id, p)["stream"], group, start)
 
 
-def subscription_delete(
+def subscription_drop(
     client: redis.Redis, tenant_id: str, topic_id: str, partitions: int, subscription_id: str
 ) -> None:
-    group = subscription_group(subscription_id)
-    pipe = client.pipeline(transaction=False)
+    """Destroy a subscription's group on every partition and delete its lease and retry sets,
+    in one step; the topic's streams stay."""
+    streams_: list[str] = []
+    own: list[str] = []
     for p in range(partitions):
-        pipe.xgroup_destroy(topic_partition_keys(tenant_id, topic_id, p)["stream"], group)
-        own = subscription_partition_keys(tenant_id, subscription_id, p)
-        pipe.delete(own["lease"], own["retry"])
-    pipe.execute(raise_on_error=False)
-
-
-def topic_delete(client: redis.Redis, tenant_id: str, topic_id: str, partitions: int) -> None:
-    keys = []
-    for p in range(partitions):
-        part = topic_partition_keys(tenant_id, topic_id, p)
-        keys += [part["stream"], part["delay"]]
-    client.delete(*keys)
-    _delete_matching(client, topic_dedup_prefix(tenant_id, topic_id) + "*")
+        streams_.append(topic_partition_keys(tenant_id, topic_id, p)["stream"])
+        keys = subscription_partition_keys(tenant_id, subscription_id, p)
+        own += [keys["lease"], keys["retry"]]
+    _drop(
+        client,
+        delete=own,
+        channel=topic_channel(tenant_id, topic_id),
+        group_on=streams_,
+        group=subscription_group(subscription_id),
+    )
 
 
 # --- stats ------------------------------------------------------------------------------------
@@ -213,9 +267,13 @@ def log_read(
 
 
 def purge(client: redis.Redis, c: Consumer) -> int:
-    return int(
+    """Delete every message of a queue; the count removed. Gone when the queue is."""
+    purged = int(
         scripts.PURGE.run(client, [c.streams[0], c.delays[0], c.leases[0], c.retries[0]], [c.group])
     )
+    if purged < 0:
+        raise Gone
+    return purged
 
 
 def redrive(
@@ -228,7 +286,8 @@ def redrive(
 ) -> dict[str, int]:
     """Move dead letters back. ``targets`` maps an op-dead-letter-source label to its (stream,
     channel) when that source still exists as a queue; ``default`` overrides every source.
-    Messages that cannot go anywhere (their source is gone or is a subscription) stay."""
+    Messages that cannot go anywhere (their source is gone or is a subscription, or the target
+    was deleted meanwhile) stay and count as skipped."""
     moved = skipped = 0
     cursor = "-"
     budget = max_messages if max_messages is not None else float("inf")
@@ -250,13 +309,17 @@ def redrive(
             groups.setdefault(target, []).append(entry_id)
             budget -= 1
         for (stream, channel), ids in groups.items():
-            moved += int(
+            done = int(
                 scripts.REDRIVE.run(
                     client,
                     [dlq.streams[0], dlq.leases[0], dlq.retries[0], stream],
                     [dlq.group, channel, *ids],
                 )
             )
+            if done < 0:  # the target queue was deleted meanwhile: its messages stay
+                skipped += len(ids)
+            else:
+                moved += done
     return {"moved": moved, "skipped": skipped}
 
 
@@ -277,11 +340,13 @@ def dead_letter_sources(client: redis.Redis, dlq: Consumer, scan: int = 10_000) 
 
 
 def seek(client: redis.Redis, c: Consumer, positions: list[str]) -> None:
-    """Stand the subscription at ``positions[p]`` on each partition (see seek.lua)."""
+    """Stand the subscription at ``positions[p]`` on each partition (see seek.lua). Gone when
+    the subscription's groups are missing."""
     keys: list[str] = []
     for p in range(c.partitions):
         keys += (c.streams[p], c.leases[p], c.retries[p])
-    scripts.SEEK.run(client, keys, [c.group, *positions])
+    if int(scripts.SEEK.run(client, keys, [c.group, *positions])) < 0:
+        raise Gone
 
 
 def seek_positions_for_time(client: redis.Redis, c: Consumer, time_ms: int) -> list[str]:

@@ -5,6 +5,27 @@
 -- none), t = publish time (ms). A lease is a member of a "lease" sorted set scored by its
 -- deadline (ms); a message waiting for its retry backoff is in a "retry" sorted set scored
 -- by when it may be delivered again. Every pending entry is in exactly one of the two.
+--
+-- A resource is alive in Redis while its structures exist: a queue's stream with its group, a
+-- topic's partition streams, a subscription's group on each of them. Deleting a resource
+-- removes them in one step (drop.lua), so a script that finds them missing writes nothing and
+-- says so ("gone"): a process still holding a cached copy of a deleted resource can never
+-- recreate its keys, nor store a message nobody will read.
+
+-- True when consumer group `group` exists on `stream` (and so does the stream).
+local function group_exists(stream, group)
+  local reply = redis.pcall('XPENDING', stream, group)
+  return not (type(reply) == 'table' and reply.err)
+end
+
+-- True when every partition's stream (KEYS[first + step * p], p = 0..P-1) has `group`, and
+-- the dead-letter stream `dlq` (nil: none configured) exists.
+local function consumer_alive(first, step, P, group, dlq)
+  for p = 0, P - 1 do
+    if not group_exists(KEYS[first + step * p], group) then return false end
+  end
+  return not dlq or redis.call('EXISTS', dlq) == 1
+end
 
 local function backoff_ms(count, min_ms, max_ms)
   if min_ms <= 0 then return 0 end

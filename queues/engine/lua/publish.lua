@@ -12,13 +12,17 @@
 -- then 9 per message: slot j, dedup index d (0: none), due (ms; 0: now), id, body,
 --   encoding, attributes JSON ('' none), key ('' none), partition number
 -- Returns per message {duplicate 0|1, "id\npartition\noffset"} (offset '' while delayed),
--- or {-1, 'rate'} / {-1, 'month'} when the batch would pass a limit: then nothing is stored.
+-- or {-1, 'rate'} / {-1, 'month'} when the batch would pass a limit, or {-1, 'gone'} when a
+-- partition's stream does not exist (the queue or topic was deleted): then nothing is stored.
 -- A dedup key remembers the first message for the window; a repeat stores nothing.
 local now = tonumber(ARGV[1])
 local np = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
 local rate_limit, month_limit = tonumber(ARGV[8]), tonumber(ARGV[9])
+for j = 1, np do
+  if redis.call('EXISTS', KEYS[2 * j + 1]) == 0 then return {-1, 'gone'} end
+end
 if rate_limit > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') + n > rate_limit then
   return {-1, 'rate'}
 end

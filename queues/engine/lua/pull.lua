@@ -9,7 +9,9 @@
 -- ARGV[10] attribute filter as JSON ('' none)  ARGV[11] dead-letter source label
 -- ARGV[12] '1' for a queue (entries are deleted once settled)  ARGV[13] usage hour
 -- ARGV[14] dead-letter queue's channel ('' none)
--- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}...}.
+-- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}...}, or {-2, {}}
+-- when the consumer is gone (a group or the configured dead-letter stream is missing): then
+-- nothing was changed.
 -- An expired lease whose message was delivered max-attempts times goes to the dead-letter
 -- stream here, in the same step that finds it expired: never delivered once more.
 local now = tonumber(ARGV[1])
@@ -25,6 +27,7 @@ if ARGV[10] ~= '' then filter = cjson.decode(ARGV[10]) end
 local source = ARGV[11]
 local is_queue = ARGV[12] == '1'
 local dlq = KEYS[4 * P + 2]
+if not consumer_alive(1, 4, P, group, dlq) then return {-2, {}} end
 local out = {}
 local got, dead = 0, 0
 local housekeeping = 200

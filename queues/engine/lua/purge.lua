@@ -2,14 +2,14 @@
 --
 -- KEYS[1] stream  KEYS[2] delay set  KEYS[3] lease set  KEYS[4] retry set
 -- ARGV[1] consumer group
--- Returns the number of messages removed (stored + delayed).
+-- Returns the number of messages removed (stored + delayed), or -1 when the queue is gone
+-- (its group is missing): then nothing is changed or recreated.
+if not group_exists(KEYS[1], ARGV[1]) then return -1 end
 local count = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 local last = '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-  end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], last, 'MKSTREAM')

@@ -5,7 +5,8 @@
 -- ARGV[1] the dead-letter queue's consumer group  ARGV[2] target channel to notify
 -- then the entry ids to move.
 -- The op-dead-letter-* attributes are removed; the message keeps its id. Returns the number
--- moved.
+-- moved, or -1 when the target stream is gone (its queue was deleted): then nothing moves.
+if redis.call('EXISTS', KEYS[4]) == 0 then return -1 end
 local moved = 0
 for i = 3, #ARGV do
   local id = ARGV[i]

@@ -4,10 +4,13 @@
 --
 -- KEYS[3p-2..3p]  stream, lease set, retry set of partition p (p = 1..P)
 -- ARGV[1] consumer group   ARGV[2..P+1] the id to stand at, per partition ('$': the end)
-for p = 0, #KEYS / 3 - 1 do
+-- Returns P, or -1 when the subscription is gone (a group is missing): then nothing changes.
+local P = #KEYS / 3
+if not consumer_alive(1, 3, P, ARGV[1], nil) then return -1 end
+for p = 0, P - 1 do
   local stream = KEYS[3 * p + 1]
-  pcall(redis.call, 'XGROUP', 'DESTROY', stream, ARGV[1])
-  redis.call('XGROUP', 'CREATE', stream, ARGV[1], ARGV[p + 2], 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', stream, ARGV[1])
+  redis.call('XGROUP', 'CREATE', stream, ARGV[1], ARGV[p + 2])
   redis.call('DEL', KEYS[3 * p + 2], KEYS[3 * p + 3])
 end
-return #KEYS / 3
+return P

@@ -8,7 +8,8 @@
 -- ARGV[8], ARGV[9] backoff min, max (ms)   ARGV[10] dead-letter source label
 -- ARGV[11] usage hour   ARGV[12] channel to notify   ARGV[13] dead-letter channel
 -- then triples (partition 0-based, entry id, delivery attempt).
--- Returns {settled, {stale positions (0-based)}}. An ack id is stale when its lease has
+-- Returns {settled, {stale positions (0-based)}}, or {-1, {}} when the consumer is gone (a
+-- group or the configured dead-letter stream is missing): then nothing was changed. An ack id is stale when its lease has
 -- expired or the message was delivered again since: it changes nothing. An ack id of a
 -- message no longer pending (already acked, purged, dead-lettered) changes nothing either and
 -- is neither settled nor stale.
@@ -21,6 +22,7 @@ local ms = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[7])
 local bmin, bmax = tonumber(ARGV[8]), tonumber(ARGV[9])
 local dlq = KEYS[3 * P + 2]
+if not consumer_alive(1, 3, P, group, dlq) then return {-1, {}} end
 local settled, notify, dead = 0, 0, 0
 local stale = {}
 local position = 0
