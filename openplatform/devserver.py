@@ -9,9 +9,13 @@ Commands:
 ``up [--port N]``
     Data under ``.openplatform/`` (kept between runs); migrates, ensures the demo tenant,
     collects static files, starts gunicorn (the ASGI app), a Celery worker and Celery beat,
-    waits for ``/readyz`` and prints the console URL, the login and an API key. SIGINT or
-    SIGTERM stops every process it started and exits 0; a child that dies on its own stops
-    everything and exits 1.
+    waits for ``/readyz`` and prints the console URL, the login and an API key. From then on
+    a child that exits on its own (a crash, ``kill -9``) is restarted with the same command,
+    like systemd's ``Restart=always``: after 1 s, doubled for every quick exit in a row up to
+    30 s, and back to 1 s once it has stayed up for 60 s; what is left of its process group
+    is stopped first. A child that dies before ``/readyz`` answers fails start-up (exit 1).
+    SIGINT, SIGTERM or SIGHUP stops every process it started (a second one kills at once),
+    cancels any pending restart and exits 0.
 ``test [pytest args]``
     The test suite against servers in a temporary directory (deleted afterwards); exits with
     pytest's exit code.
@@ -674,13 +678,40 @@ def describe(services: Services) -> str:
 # --- up -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When ``up`` restarts a child that exited on its own, like systemd's ``Restart=always``
+    with a growing ``RestartSec``: ``delay`` seconds after an exit, doubled for every quick
+    exit in a row (a run shorter than ``reset_after`` seconds), at most ``max_delay``. A run of
+    ``reset_after`` seconds or more counts as healthy and brings the delay back to ``delay``.
+    """
+
+    delay: float = 1.0
+    max_delay: float = 30.0
+    reset_after: float = 60.0
+
+    def delay_after(self, quick_failures: int) -> float:
+        """The restart delay after ``quick_failures`` quick exits in a row before this one."""
+        # The exponent is capped so a child that crash-loops for days cannot overflow a float.
+        return min(self.delay * 2 ** min(quick_failures, 32), self.max_delay)
+
+
 @dataclass
 class Child:
-    """A long-running process of ``up``, leader of its own process group."""
+    """A long-running process of ``up``, leader of its own process group, with its restart
+    bookkeeping. ``proc`` and ``pump`` are replaced on every restart; between an exit and the
+    restart ``restart_at`` (monotonic seconds) is set and ``proc`` is the exited process."""
 
     name: str
+    cmd: list[str]
     proc: subprocess.Popen[bytes]
     pump: threading.Thread
+    started: float
+    restarts: int = 0
+    quick_failures: int = 0
+    exited: float = 0.0
+    restart_at: float | None = None
+    waiting_noted: bool = False
 
 
 class Platform:
@@ -688,12 +719,22 @@ class Platform:
 
     Signals only set events (``stop``; a second one sets ``force``); every wait polls them, so
     shutdown always runs in order: children first (SIGTERM to each process group, SIGKILL after
-    :data:`STOP_TIMEOUT_SECONDS`), then the embedded servers.
+    :data:`STOP_TIMEOUT_SECONDS`), then the embedded servers. Once the platform is ready, a
+    child that exits on its own is restarted with the same command after the delay of
+    ``restart_policy``; a stop request cancels every pending restart.
+
+    ``registry`` is where the running ``up`` and its children's pids are recorded
+    (``.openplatform/services.json`` unless a test passes another).
     """
 
-    def __init__(self, port: int) -> None:
+    #: How often the supervisor looks at its children (and at the stop event).
+    POLL_SECONDS = 0.2
+    restart_policy = RestartPolicy()
+
+    def __init__(self, port: int, *, registry: ServiceRegistry | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
+        self.registry = registry or ServiceRegistry(STATE_DIR)
         self.stop = threading.Event()
         self.force = threading.Event()
         self.children: list[Child] = []
@@ -708,12 +749,12 @@ class Platform:
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.dev")
+        # ./dev exports the dev settings; run directly, the fail-closed default (production)
+        # that openplatform/celery.py set on import stands.
         os.environ.setdefault("WEB_CONCURRENCY", "2")
         os.environ["PYTHONUNBUFFERED"] = "1"
         STATE_DIR.mkdir(exist_ok=True)
-        registry = ServiceRegistry(STATE_DIR)
-        registry.claim_up(self.url)
+        self.registry.claim_up(self.url)
         try:
             with embedded_services(persistent=True) as services:
                 say(f"using {describe(services)}")
@@ -721,35 +762,26 @@ class Platform:
         except Interrupted:
             pass
         finally:
-            registry.release_up()
+            self.registry.release_up()
         say("stopped")
         return 0
 
     def _run_platform(self) -> None:
-        """Set up, start the children and supervise them until a stop request (returns) or
-        a failure (DevError); the children are stopped either way."""
-        failed: Child | None = None
-        try:
-            self._check_port_free()
-            self._step("migrating", [PYTHON, "manage.py", "migrate", "--noinput"])
-            demo = self._ensure_demo()
-            self._step(
-                "collecting static files",
-                [PYTHON, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-            )
-            self._start_children()
+        """Set up, then run the children until a stop request (returns); DevError if a setup
+        step fails or a child dies before the platform is ready."""
+        self._check_port_free()
+        self._step("migrating", [PYTHON, "manage.py", "migrate", "--noinput"])
+        demo = self._ensure_demo()
+        self._step(
+            "collecting static files",
+            [PYTHON, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+        )
+
+        def ready() -> None:
             self._wait_until_ready()
             self._print_banner(demo)
-            failed = self._supervise()
-        finally:
-            if self.children:
-                say("stopping web, worker and beat")
-                stop_process_groups([c.proc for c in self.children], force=self.force)
-                for child in self.children:
-                    child.pump.join(timeout=5)
-        if failed is not None:
-            status = _exit_description(failed.proc.returncode)
-            raise DevError(f"{failed.name} exited unexpectedly ({status})")
+
+        self.run_children(ready=ready)
 
     # -- setup steps -------------------------------------------------------------------------
 
@@ -820,8 +852,10 @@ class Platform:
 
     # -- children ----------------------------------------------------------------------------
 
-    def _start_children(self) -> None:
-        commands = {
+    def child_commands(self) -> dict[str, list[str]]:
+        """The long-running children by name, in start order. Each is started, and restarted,
+        with exactly this argv, in :data:`ROOT`, as the leader of a new session."""
+        return {
             "web": [PYTHON, "-m", "gunicorn", "openplatform.asgi:application",
                     "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
             "worker": [PYTHON, "-m", "celery", "-A", "openplatform", "worker",
@@ -829,23 +863,44 @@ class Platform:
             "beat": [PYTHON, "-m", "celery", "-A", "openplatform", "beat", "--loglevel", "INFO",
                      "--schedule", str(STATE_DIR / "celerybeat-schedule")],
         }  # fmt: skip
-        for name, cmd in commands.items():
-            self._check_stop()
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            assert proc.stdout is not None
-            pump = threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True)
-            pump.start()
-            self.children.append(Child(name, proc, pump))
-        ServiceRegistry(STATE_DIR).record_up_processes(
-            {child.name: child.proc.pid for child in self.children}
+
+    def run_children(self, *, ready: Callable[[], None]) -> None:
+        """Start every child of :meth:`child_commands`, call ``ready`` (which raises to fail
+        start-up, e.g. when a child died meanwhile), then restart each child that exits on
+        its own until ``stop`` is set. Every child is stopped on the way out, whether this
+        returns or raises; none is started or restarted once ``stop`` is set."""
+        try:
+            self._start_children()
+            ready()
+            self._supervise()
+        finally:
+            self._stop_children()
+
+    def _spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen[bytes], threading.Thread]:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        assert proc.stdout is not None
+        pump = threading.Thread(target=_pump, args=(name, proc.stdout), daemon=True)
+        pump.start()
+        return proc, pump
+
+    def _start_children(self) -> None:
+        for name, cmd in self.child_commands().items():
+            self._check_stop()
+            proc, pump = self._spawn(name, cmd)
+            self.children.append(Child(name, cmd, proc, pump, started=time.monotonic()))
+        self._record_children()
+
+    def _record_children(self) -> None:
+        # .ci/run reads these pids to check that SIGTERM leaves nothing behind, so a restart
+        # must be recorded at once.
+        self.registry.record_up_processes({child.name: child.proc.pid for child in self.children})
 
     def _dead_child(self) -> Child | None:
         return next((c for c in self.children if c.proc.poll() is not None), None)
@@ -855,6 +910,8 @@ class Platform:
         say(f"waiting for {self.url}readyz")
         while time.monotonic() < deadline:
             self._check_stop()
+            # No restarts yet: a child that cannot start (a port in use, a broken setting)
+            # would otherwise be restarted forever.
             dead = self._dead_child()
             if dead is not None:
                 status = _exit_description(dead.proc.returncode)
@@ -868,14 +925,73 @@ class Platform:
             self.stop.wait(0.5)
         raise DevError(f"{self.url}readyz did not answer 200 within {READY_TIMEOUT_SECONDS:.0f} s")
 
-    def _supervise(self) -> Child | None:
-        """Wait for a stop request (None) or a child that exits on its own (that child)."""
-        while not self.stop.wait(0.5):
-            dead = self._dead_child()
-            if dead is not None:
-                say(f"{dead.name} {_exit_description(dead.proc.returncode)}; stopping everything")
-                return dead
-        return None
+    def _supervise(self) -> None:
+        """Until a stop request: notice every child that exited on its own and restart it
+        once its delay has passed and nothing of its old process group is left."""
+        while not self.stop.wait(self.POLL_SECONDS):
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is None:
+                    if child.proc.poll() is not None:
+                        self._schedule_restart(child, now, _exit_description(child.proc.returncode))
+                        # Like systemd's KillMode=control-group: what the child left behind
+                        # (Celery pool processes, gunicorn workers still holding the port) is
+                        # stopped before it starts again, so two generations never overlap.
+                        _signal_group(child.proc.pid, signal.SIGTERM)
+                elif now >= child.restart_at:
+                    self._restart(child, now)
+
+    def _schedule_restart(self, child: Child, now: float, reason: str) -> None:
+        policy = self.restart_policy
+        if now - child.started >= policy.reset_after:
+            child.quick_failures = 0
+        delay = policy.delay_after(child.quick_failures)
+        child.quick_failures += 1
+        child.restarts += 1
+        child.exited = now
+        child.restart_at = now + delay
+        child.waiting_noted = False
+        say(f"{child.name} {reason}; restarting it in {delay:g} s (restart {child.restarts})")
+
+    def _restart(self, child: Child, now: float) -> None:
+        if self.stop.is_set():
+            return
+        if _group_members(child.proc.pid):
+            if now - child.exited < STOP_TIMEOUT_SECONDS:
+                if not child.waiting_noted:
+                    child.waiting_noted = True
+                    say(f"waiting for what is left of {child.name}'s process group to exit")
+            else:
+                say(f"killing what is left of {child.name}'s process group")
+                _signal_group(child.proc.pid, signal.SIGKILL)
+            return
+        try:
+            child.proc, child.pump = self._spawn(child.name, child.cmd)
+        except OSError as exc:
+            child.started = now
+            self._schedule_restart(child, now, f"cannot be started ({exc})")
+            return
+        child.started = now
+        child.restart_at = None
+        self._record_children()
+        say(f"{child.name} restarted (pid {child.proc.pid})")
+
+    def _stop_children(self) -> None:
+        if not self.children:
+            return
+        names = [child.name for child in self.children]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        say(f"stopping {listed}")
+        # A child waiting for its restart counts while its old process group has members; once
+        # that group is empty its id may be reused, so it is left alone.
+        procs = [
+            child.proc
+            for child in self.children
+            if child.proc.poll() is None or _group_members(child.proc.pid)
+        ]
+        stop_process_groups(procs, force=self.force)
+        for child in self.children:
+            child.pump.join(timeout=5)
 
     def _print_banner(self, demo: dict[str, str]) -> None:
         key = demo["api_key"]
