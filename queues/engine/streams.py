@@ -154,9 +154,10 @@ def subscription_drop(
 def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, int]:
     """available / in_flight / delayed / oldest_age_seconds, summed over partitions.
 
-    available counts messages a pull would deliver now (new, expired leases, retries due);
-    in_flight counts held leases; delayed counts delayed messages and retries still backing
-    off; the oldest age is that of the oldest message not yet acknowledged."""
+    available counts messages a pull would deliver now (new, expired leases, retries and
+    delays that are due: a pull moves those first); in_flight counts held leases; delayed
+    counts delayed messages and retries not yet due; the oldest age is that of the oldest
+    message not yet acknowledged."""
     pipe = client.pipeline(transaction=False)
     for p in range(c.partitions):
         stream = c.streams[p]
@@ -167,15 +168,15 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
         pipe.zcard(c.retries[p])
         pipe.zcount(c.retries[p], "-inf", now_ms)
         pipe.zcard(c.delays[p])
+        pipe.zcount(c.delays[p], "-inf", now_ms)
         pipe.xpending(stream, c.group)
         pipe.xrange(stream, count=1)
     results = pipe.execute(raise_on_error=False)
     available = in_flight = delayed = 0
     oldest_ms: int | None = None
     for p in range(c.partitions):
-        groups, length, leases, expired, retries, retries_due, delays, pending, head = results[
-            p * 9 : p * 9 + 9
-        ]
+        (groups, length, leases, expired, retries, retries_due, delays, delays_due, pending,
+         head) = results[p * 10 : p * 10 + 10]  # fmt: skip
         if isinstance(groups, Exception):
             continue
         group = next((g for g in groups if g["name"].decode() == c.group), None)
@@ -187,8 +188,8 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
             lag = group.get("lag")
             undelivered = lag if isinstance(lag, int) else 0
         in_flight += leases - expired
-        available += max(undelivered, 0) + expired + retries_due
-        delayed += (retries - retries_due) + delays
+        available += max(undelivered, 0) + expired + retries_due + delays_due
+        delayed += (retries - retries_due) + (delays - delays_due)
         candidates = []
         if isinstance(pending, dict) and pending.get("pending"):
             candidates.append(pending["min"])

@@ -24,6 +24,7 @@ from queues.engine.targets import (
     topic_destination,
 )
 from tests.conftest import TenantCtx
+from tests.queues.helpers import bodies
 
 T0 = 1_800_000_000_000  # a fixed clock, in ms
 
@@ -362,6 +363,19 @@ class TestPurgeRedriveStats:
         assert stats["available"] == 2
         assert stats["in_flight"] == 1
         assert stats["delayed"] == 1
+
+    def test_stats_count_due_delays_as_available(self, acme: TenantCtx) -> None:
+        """A delayed message whose time has come is available in the stats before anything
+        moved it into the stream (a pull would deliver it), and the pull agrees."""
+        dest, consumer = make_queue(acme)
+        start = now_ms()
+        publish(dest, {"body": 1, "delay_seconds": 5}, {"body": 2, "delay_seconds": 60}, now=start)
+        later = start + 6_000
+
+        stats = streams.consumer_stats(get_redis(), consumer, later)
+
+        assert (stats["available"], stats["in_flight"], stats["delayed"]) == (1, 0, 1)
+        assert bodies(pull(consumer, 10, now=later)) == [1]
 
     def test_purge_removes_everything_and_offsets_stay_monotonic(self, acme: TenantCtx) -> None:
         """Purge removes stored and delayed messages; later offsets are larger than earlier."""
