@@ -143,21 +143,28 @@ def stop_process_groups(
     timeout: float = STOP_TIMEOUT_SECONDS,
     force: threading.Event | None = None,
 ) -> None:
-    """SIGTERM the process group of every ``proc`` (each was started with start_new_session,
-    so its pid is its group id), wait until every member of every group has exited, and
-    SIGKILL the groups that still have members after ``timeout`` seconds (or at once when
-    ``force`` is set). Reaps the leaders. Returns when nothing of those groups is left (or,
-    after a SIGKILL that even did not help, with a message).
+    """Stop every ``proc`` and its process group (each was started with start_new_session, so
+    its pid is its group id) the way systemd's ``KillMode=mixed`` does: SIGTERM to the leader
+    only, which stops its own children in order (a Celery worker finishes or hands back its
+    running tasks; SIGTERM sent straight to its pool processes would kill a task mid-way);
+    once a leader has exited, SIGTERM to whatever its group still holds; SIGKILL to the
+    groups that still have members after ``timeout`` seconds (or at once when ``force`` is
+    set). Reaps the leaders. Returns when nothing of those groups is left (or, after a
+    SIGKILL that even did not help, with a message).
     """
     pgids = [proc.pid for proc in procs]
-    for pgid in pgids:
-        _signal_group(pgid, signal.SIGTERM)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    orphans_signalled: set[int] = set()
 
     def remaining_within(seconds: float, abort: threading.Event | None) -> list[int]:
         deadline = time.monotonic() + seconds
         while True:
             for proc in procs:
-                proc.poll()
+                if proc.poll() is not None and proc.pid not in orphans_signalled:
+                    orphans_signalled.add(proc.pid)
+                    _signal_group(proc.pid, signal.SIGTERM)
             remaining = [pgid for pgid in pgids if _group_members(pgid)]
             if not remaining or time.monotonic() >= deadline or (abort and abort.is_set()):
                 return remaining
