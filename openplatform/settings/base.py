@@ -76,6 +76,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The longest a request waits on Redis: connecting, a pool or lane slot, and the reply. Past it
+# the request answers 503 (Retry-After) instead of hanging on a stopped or unreachable server.
+# Keep it at most 5 s: a load balancer's health check and a client's retry need a quick answer.
+REDIS_TIMEOUT_SECONDS = env("REDIS_TIMEOUT_SECONDS", 3.0)
 
 AUTH_USER_MODEL = "tenants.User"
 AUTH_PASSWORD_VALIDATORS = [

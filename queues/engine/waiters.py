@@ -87,7 +87,10 @@ class Notifier:
             confirmed = self._confirmed[channel]
         waiters.append(event)
         try:
-            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
+            try:
+                await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_TIMEOUT_SECONDS)
+            except TimeoutError as exc:  # Redis never confirmed: unavailable (a 503), no bug
+                raise RedisTimeoutError("Redis did not confirm the subscription") from exc
             yield event
         finally:
             waiters.remove(event)
