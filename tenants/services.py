@@ -18,6 +18,7 @@ from django.utils.text import slugify
 from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from openplatform.redis_client import get_redis
 from openplatform.redis_keys import usage_key
+from tenants.authority import OPERATOR, Authority, check_grant
 from tenants.models import (
     ALL_SCOPES,
     ApiKey,
@@ -151,8 +152,13 @@ def key_create(
     resources: list[str] | None = None,
     expires_at: datetime | None = None,
     actor: str,
+    authority: Authority = OPERATOR,
 ) -> KeyCreated:
-    """Issue an API key. The returned ``secret`` is the only copy of the token."""
+    """Issue an API key. The returned ``secret`` is the only copy of the token.
+
+    ``authority`` is the caller's (tenants.authority): the new key must be within it, or this
+    raises Forbidden and stores nothing. API and console callers always pass it; the default,
+    OPERATOR, is for operator code (manage.py commands, the admin, the demo)."""
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidRequest("A key needs a name of 1 to 100 characters.", errors=_field("name"))
@@ -160,6 +166,7 @@ def key_create(
     clean_resources = _clean_resources(resources or [])
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("expires_at must be in the future.", errors=_field("expires_at"))
+    check_grant(authority, scopes=clean_scopes, resources=clean_resources, expires_at=expires_at)
     # Lock the tenant row so two concurrent creations cannot both pass the quota check.
     tenant = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
     live = ApiKey.objects.for_tenant(tenant).filter(revoked_at__isnull=True).count()
@@ -200,12 +207,20 @@ def key_create(
 
 
 @transaction.atomic
-def key_revoke(*, tenant: Tenant, key_id: str, actor: str) -> ApiKey:
-    """Revoke a key everywhere (within one hot-cache TTL). Revoking twice is harmless."""
+def key_revoke(
+    *, tenant: Tenant, key_id: str, actor: str, authority: Authority = OPERATOR
+) -> ApiKey:
+    """Revoke a key everywhere (within one hot-cache TTL). Revoking twice is harmless.
+
+    A key beyond the caller's ``authority`` is NotFound, exactly like one that does not
+    exist (a limited caller never learns of keys it could not have made). The default,
+    OPERATOR, is for operator code only."""
     try:
         key = ApiKey.objects.for_tenant(tenant).select_for_update().get(pk=key_id)
     except (ApiKey.DoesNotExist, ValueError, ValidationError) as exc:
         raise NotFound("No such API key.") from exc
+    if not authority.covers_key(key):
+        raise NotFound("No such API key.")
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

@@ -1,4 +1,10 @@
-"""API keys: create (the secret is shown once), list (never secrets), revoke."""
+"""API keys: create (the secret is shown once), list (never secrets), revoke.
+
+Every operation is bounded by the caller's authority (tenants.authority): a key creates only
+keys within its own scopes and resource patterns, and sees, reads and revokes only those; any
+other key of the tenant is a 404, exactly like one that does not exist. A console session
+acts with its role's authority.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.pagination import paginate
-from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, page_of, problem
+from api.schema import AUTH_ERRORS, INVALID, page_of, problem
 from api.views.base import TenantAPIView
+from api.views.queues import StrictCharField, StrictSerializer
+from openplatform.errors import NotFound
 from tenants import selectors, services
+from tenants.authority import Authority, key_authority, keys_within, member_authority
 from tenants.models import ALL_SCOPES, ApiKey
 
 
@@ -46,16 +55,48 @@ def key_data(key: ApiKey) -> dict[str, Any]:
     }
 
 
-class KeyListCreateView(TenantAPIView):
+class KeyAPIView(TenantAPIView):
+    """A keys endpoint: ``authority`` is what the caller may grant, see and revoke."""
+
+    @property
+    def authority(self) -> Authority:
+        cached = getattr(self, "_authority", None)
+        if cached is None:
+            principal = self.principal
+            if principal.key_id:
+                cached = key_authority(
+                    tenant=principal.tenant_id,
+                    key_id=principal.key_id,
+                    scopes=principal.scopes,
+                    resources=principal.resources,
+                )
+            else:  # a console session: its role's authority
+                cached = member_authority(tenant=principal.tenant_id, user=self.request.user)
+            self._authority = cached
+        return cached
+
+
+FORBIDDEN_KEYS = problem(
+    "forbidden: the key lacks the manage scope, or the new key would reach beyond the "
+    "caller's scopes, resources or expiry (errors name the field); quota_exceeded: too many "
+    "active keys"
+)
+
+
+class KeyListCreateView(KeyAPIView):
     scope_map = {"GET": "manage", "POST": "manage"}
 
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+    class InputSerializer(StrictSerializer):
+        name = StrictCharField(max_length=100)
         scopes = serializers.ListField(
             child=serializers.ChoiceField(choices=ALL_SCOPES), allow_empty=False
         )
         resources = serializers.ListField(
-            child=serializers.CharField(max_length=200), required=False, default=list
+            child=StrictCharField(max_length=200),
+            required=False,
+            default=list,
+            help_text="Patterns like queue:orders or topic:events.*; omitted or empty: every "
+            "resource (only a caller without patterns may grant that).",
         )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
@@ -65,11 +106,12 @@ class KeyListCreateView(TenantAPIView):
             OpenApiParameter("limit", int, description="1..200, default 50"),
             OpenApiParameter("cursor", str),
         ],
-        responses={200: page_of("Key", KeyOutputSerializer), **AUTH_ERRORS},
+        responses={200: page_of("Key", KeyOutputSerializer), **INVALID, **AUTH_ERRORS},
+        description="The tenant's keys within the caller's authority, newest first.",
     )
     def get(self, request: Request) -> Response:
         page = paginate(
-            selectors.key_list(tenant=self.tenant),
+            keys_within(selectors.key_list(tenant=self.tenant), self.authority),
             request.query_params,
             ordering=["-created_at", "id"],
             serialize=key_data,
@@ -83,34 +125,53 @@ class KeyListCreateView(TenantAPIView):
             201: KeyCreatedSerializer,
             **INVALID,
             **AUTH_ERRORS,
-            403: problem("forbidden (scope) or quota_exceeded (too many keys)"),
+            403: FORBIDDEN_KEYS,
         },
+        description="Creates a key within the caller's authority: its scopes among the "
+        "caller's, and, when the caller is limited to resource patterns, a non-empty list of "
+        "patterns each within one of the caller's.",
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         created = services.key_create(
-            tenant=self.tenant, actor=self.principal.actor, **data.validated_data
+            tenant=self.tenant,
+            actor=self.principal.actor,
+            authority=self.authority,
+            **data.validated_data,
         )
         return Response({**key_data(created.key), "secret": created.secret}, status=201)
 
 
-class KeyDetailView(TenantAPIView):
+NOT_FOUND_KEY = {
+    404: problem("not_found: no such key in this tenant, or one beyond the caller's authority")
+}
+
+
+class KeyDetailView(KeyAPIView):
     scope_map = {"GET": "manage", "DELETE": "manage"}
 
     @extend_schema(
         operation_id="keys_retrieve",
-        responses={200: KeyOutputSerializer, **AUTH_ERRORS, **NOT_FOUND},
+        responses={200: KeyOutputSerializer, **AUTH_ERRORS, **NOT_FOUND_KEY},
     )
     def get(self, request: Request, key_id: str) -> Response:
         key = selectors.key_get(tenant=self.tenant, key_id=key_id)
+        if not self.authority.covers_key(key):
+            raise NotFound("No such API key.")
         return Response(key_data(key))
 
     @extend_schema(
         operation_id="keys_revoke",
-        responses={200: KeyOutputSerializer, **AUTH_ERRORS, **NOT_FOUND},
-        description="Revokes the key; every process refuses it within one second.",
+        responses={200: KeyOutputSerializer, **AUTH_ERRORS, **NOT_FOUND_KEY},
+        description="Revokes the key; every process refuses it within one second. A key "
+        "may always revoke itself, and otherwise only keys within its authority.",
     )
     def delete(self, request: Request, key_id: str) -> Response:
-        key = services.key_revoke(tenant=self.tenant, key_id=key_id, actor=self.principal.actor)
+        key = services.key_revoke(
+            tenant=self.tenant,
+            key_id=key_id,
+            actor=self.principal.actor,
+            authority=self.authority,
+        )
         return Response(key_data(key))

@@ -1,4 +1,9 @@
-"""The caller's tenant, its usage and its audit trail."""
+"""The caller's tenant, its usage and its audit trail.
+
+Usage and the audit trail are tenant-wide (they count and name every resource and key), so a
+key limited to resource patterns is refused them with 403 forbidden. ``GET /v1/tenant`` (the
+plan and quotas that apply to every key) stays readable by any key of the tenant.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.pagination import paginate
-from api.schema import AUTH_ERRORS, INVALID, page_of
+from api.schema import AUTH_ERRORS, INVALID, page_of, problem
 from api.views.base import TenantAPIView
 from openplatform.errors import InvalidRequest
 from tenants import selectors
+from tenants.authority import require_tenant_wide
 from tenants.models import AuditEvent, UsageRecord
 
 
@@ -69,8 +75,27 @@ def _parse_time(raw: str | None, name: str, default: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class UsageView(TenantAPIView):
+FORBIDDEN_TENANT_WIDE = {
+    403: problem(
+        "forbidden: the key lacks the manage scope, or is limited to resource patterns "
+        "(this data covers the whole tenant)"
+    )
+}
+
+
+class TenantWideView(TenantAPIView):
+    """Tenant-wide data: needs manage and a key without resource patterns."""
+
     scope_map = {"GET": "manage"}
+    what = ""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        require_tenant_wide(self.principal.resources, self.what)
+
+
+class UsageView(TenantWideView):
+    what = "usage"
 
     @extend_schema(
         operation_id="usage_list",
@@ -85,6 +110,7 @@ class UsageView(TenantAPIView):
             ),
             **INVALID,
             **AUTH_ERRORS,
+            **FORBIDDEN_TENANT_WIDE,
         },
     )
     def get(self, request: Request) -> Response:
@@ -138,13 +164,21 @@ def audit_data(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-class AuditEventListView(TenantAPIView):
-    scope_map = {"GET": "manage"}
+class AuditEventListView(TenantWideView):
+    what = "the audit trail"
 
     @extend_schema(
         operation_id="audit_events_list",
-        parameters=[OpenApiParameter("limit", int), OpenApiParameter("cursor", str)],
-        responses={200: page_of("AuditEvent", AuditEventOutputSerializer), **AUTH_ERRORS},
+        parameters=[
+            OpenApiParameter("limit", int, description="1..200, default 50"),
+            OpenApiParameter("cursor", str),
+        ],
+        responses={
+            200: page_of("AuditEvent", AuditEventOutputSerializer),
+            **INVALID,
+            **AUTH_ERRORS,
+            **FORBIDDEN_TENANT_WIDE,
+        },
     )
     def get(self, request: Request) -> Response:
         return Response(

@@ -138,6 +138,17 @@ class KeyForm(forms.Form):
         ". Leave empty to allow every resource.",
     )
 
+    def __init__(
+        self, *args: Any, grantable_scopes: frozenset[str] | None = None, **kwargs: Any
+    ) -> None:
+        """``grantable_scopes``: the scopes the member's role may grant (None: all); only
+        those are offered, and the service checks the same rule again."""
+        super().__init__(*args, **kwargs)
+        if grantable_scopes is not None:
+            field = self.fields["scopes"]
+            field.choices = [(v, label) for v, label in Scope.choices if v in grantable_scopes]
+            field.initial = [v for v in field.initial if v in grantable_scopes]
+
     def clean_resources(self) -> list[str]:
         raw = self.cleaned_data["resources"]
         return [part.strip() for part in raw.replace(",", "\n").splitlines() if part.strip()]

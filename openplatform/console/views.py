@@ -45,6 +45,7 @@ from queues.engine.targets import Consumer, queue_consumer, subscription_consume
 from queues.models import Queue, Subscription, Topic
 from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
+from tenants.authority import Authority, role_authority
 from tenants.models import ApiKey, Membership, Role, Tenant
 
 SESSION_TENANT = "tenant_id"
@@ -183,6 +184,7 @@ class TopicRow:
 class KeyRow:
     item: ApiKey
     status: str  # "active", "expired" or "revoked"
+    can_revoke: bool = False  # within the member's role authority (and the member may write)
 
 
 def _live_stats(consumers: list[Consumer]) -> list[dict[str, int]] | None:
@@ -227,7 +229,11 @@ class DashboardView(TenantMixin, TemplateView):
         per_topic: dict[Any, int] = {}
         for sub in subs:
             per_topic[sub.topic_id] = per_topic.get(sub.topic_id, 0) + 1
-        key_rows = [KeyRow(key, _key_status(key)) for key in keys]
+        authority = role_authority(self.membership.role)
+        key_rows = [
+            KeyRow(key, _key_status(key), self.can_write and authority.covers_key(key))
+            for key in keys
+        ]
         plan = tenant.plan
         context = super().get_context_data(**kwargs)
         context.update(
@@ -380,6 +386,14 @@ class KeyCreateView(ServiceFormView):
     submit_label = "Create key"
     section = "keys"
 
+    @property
+    def authority(self) -> Authority:
+        """The keys this member may create and revoke, by their role."""
+        return role_authority(self.membership.role)
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "grantable_scopes": self.authority.scopes}
+
     def perform(self, data: dict[str, Any]) -> HttpResponse:
         created = tenant_services.key_create(
             tenant=self.tenant,
@@ -387,6 +401,7 @@ class KeyCreateView(ServiceFormView):
             name=data["name"],
             scopes=data["scopes"],
             resources=data["resources"],
+            authority=self.authority,
         )
         context = self.get_context_data()
         context.update(key=created.key, secret=created.secret)
@@ -401,19 +416,36 @@ def _key_or_404(tenant: Tenant, key_id: str) -> ApiKey:
 
 
 class KeyRevokeView(WriterMixin, TemplateView):
-    """GET asks for confirmation, POST revokes. Another tenant's key is a 404."""
+    """GET asks for confirmation, POST revokes. Another tenant's key is a 404. A key beyond
+    the member's role authority (a developer and a manage key) is a 403 on both: members see
+    every key of their tenant, so there is nothing to hide, only nothing to do."""
 
     template_name = "console/key_revoke.html"
 
+    @property
+    def authority(self) -> Authority:
+        return role_authority(self.membership.role)
+
+    def revocable(self, key_id: str) -> ApiKey:
+        key = _key_or_404(self.tenant, key_id)
+        if not self.authority.covers_key(key):
+            raise PermissionDenied(
+                f"Your role ({self.membership.role}) cannot revoke this key: its scopes "
+                "reach beyond yours."
+            )
+        return key
+
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["key"] = _key_or_404(self.tenant, self.kwargs["key_id"])
+        context["key"] = self.revocable(self.kwargs["key_id"])
         return context
 
     def post(self, request: HttpRequest, key_id: str) -> HttpResponse:
-        key = _key_or_404(self.tenant, key_id)
+        key = self.revocable(key_id)
         try:
-            tenant_services.key_revoke(tenant=self.tenant, key_id=str(key.id), actor=self.actor)
+            tenant_services.key_revoke(
+                tenant=self.tenant, key_id=str(key.id), actor=self.actor, authority=self.authority
+            )
         except NotFound as exc:  # deleted between the two lookups
             raise Http404("No such API key.") from exc
         messages.success(request, f"API key \u201c{key.name}\u201d revoked.")

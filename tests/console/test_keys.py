@@ -9,9 +9,10 @@ from django.test import Client
 
 from openplatform.errors import Unauthenticated
 from tenants import services
-from tenants.models import ApiKey, AuditEvent
+from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx
+from tests.console.conftest import member, signed_in
 
 TOKEN = re.compile(r"op_[a-z0-9]{10}_[A-Za-z0-9]{40}")
 
@@ -121,3 +122,25 @@ def test_revoking_another_tenants_key_is_a_404(
 def test_malformed_key_id_is_a_404(acme: TenantCtx, owner: Client) -> None:
     assert owner.get("/keys/not-a-uuid/revoke/").status_code == 404
     assert owner.post("/keys/not-a-uuid/revoke/").status_code == 404
+
+
+def test_revoke_confirmation_names_the_keys_resources(acme: TenantCtx, owner: Client) -> None:
+    """The confirmation shows what the key reaches, so the owner knows what stops working."""
+    created = services.key_create(
+        tenant=acme.tenant,
+        name="orders",
+        scopes=["publish"],
+        resources=["queue:orders", "topic:ev.*"],
+        actor="test",
+    )
+    body = owner.get(f"/keys/{created.key.id}/revoke/").content.decode()
+    assert "<code>queue:orders</code><code>topic:ev.*</code>" in body
+
+
+def test_dashboard_marks_keys_beyond_the_role(acme: TenantCtx) -> None:
+    """A developer sees every key, and for one beyond their role a note instead of Revoke."""
+    developer = signed_in(member(acme.tenant, "dev@acme.test", Role.DEVELOPER))
+    response = developer.get("/")
+    [row] = response.context["keys"]
+    assert (row.item.name, row.can_revoke) == ("all", False)
+    assert "Beyond your role" in response.content.decode()

@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from openplatform.redis_client import get_redis
 from queues import services as queue_services
 from queues.models import Queue, Subscription, Topic
 from tenants import services
 from tenants.models import ApiKey, AuditEvent, Role
+from tenants.principals import authenticate
 from tests.conftest import TenantCtx
 from tests.console.conftest import member, signed_in
 
@@ -122,3 +124,85 @@ def test_writes_need_the_csrf_token(acme: TenantCtx) -> None:
     response = client.post("/topics/new/", {"name": "x", "partitions": 1, "retention_seconds": 60})
     assert response.status_code == 403
     assert not Topic.objects.for_tenant(acme.tenant).exists()
+
+
+# --- keys are bounded by the role -------------------------------------------------------------
+
+
+@pytest.fixture
+def developer(acme: TenantCtx) -> Client:
+    """A developer of Acme, signed in."""
+    return signed_in(member(acme.tenant, "developer@acme.test", Role.DEVELOPER))
+
+
+def test_developer_cannot_revoke_the_all_scopes_key(
+    acme: TenantCtx, furnished: str, developer: Client, django_capture_on_commit_callbacks
+) -> None:
+    """A developer's role grants publish and consume only, so the tenant's all-scopes key is
+    beyond it: the dashboard offers no Revoke for it, the confirmation and the POST are 403,
+    and the key stays unrevoked, unaudited, uncached-as-revoked and working."""
+    target = ApiKey.objects.for_tenant(acme.tenant).get(name="all")
+    assert authenticate(f"Bearer {acme.key}").key_id == str(target.id)  # fills the hot cache
+    cached = get_redis().get(f"op:cache:apikey:{target.prefix}")
+    url = f"/keys/{target.id}/revoke/"
+    before = snapshot(acme)
+
+    dashboard = developer.get("/").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm = developer.get(url)
+        response = developer.post(url)
+
+    assert url not in dashboard
+    assert f"/keys/{furnished}/revoke/" in dashboard  # the publish key is within the role
+    assert confirm.status_code == 403
+    assert response.status_code == 403
+    assert "Your role (developer) cannot revoke this key" in response.content.decode()
+    assert snapshot(acme) == before
+    assert get_redis().get(f"op:cache:apikey:{target.prefix}") == cached
+    assert authenticate(f"Bearer {acme.key}").key_id == str(target.id)
+
+
+def test_developer_revokes_a_key_within_the_role(
+    acme: TenantCtx, furnished: str, developer: Client
+) -> None:
+    response = developer.post(f"/keys/{furnished}/revoke/")
+    assert response.status_code == 302
+    assert ApiKey.objects.for_tenant(acme.tenant).get(pk=furnished).revoked_at is not None
+
+
+def test_developer_cannot_create_a_manage_key(acme: TenantCtx, developer: Client) -> None:
+    """The form offers the developer publish and consume only; a POST asking for manage is a
+    form error and stores nothing."""
+    form = developer.get("/keys/new/").context["form"]
+    assert [value for value, _ in form.fields["scopes"].choices] == ["publish", "consume"]
+    before = snapshot(acme)
+
+    response = developer.post("/keys/new/", {"name": "escalate", "scopes": ["publish", "manage"]})
+
+    assert response.status_code == 200
+    assert list(response.context["form"].errors) == ["scopes"]
+    assert snapshot(acme) == before
+    created = developer.post("/keys/new/", {"name": "worker", "scopes": ["publish", "consume"]})
+    assert created.status_code == 200
+    assert ApiKey.objects.for_tenant(acme.tenant).get(name="worker").scopes == [
+        "publish",
+        "consume",
+    ]
+
+
+@pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN])
+def test_owners_and_admins_may_revoke_the_all_scopes_key(acme: TenantCtx, role: Role) -> None:
+    """Owners and admins hold every scope tenant-wide: every key is within their role."""
+    client = signed_in(member(acme.tenant, f"{role}-2@acme.test", role))
+    target = ApiKey.objects.for_tenant(acme.tenant).get(name="all")
+    assert client.get("/keys/new/").context["form"].fields["scopes"].choices == [
+        ("publish", "Publish"),
+        ("consume", "Consume"),
+        ("manage", "Manage"),
+    ]
+
+    response = client.post(f"/keys/{target.id}/revoke/")
+
+    assert response.status_code == 302
+    target.refresh_from_db()
+    assert target.revoked_at is not None

@@ -10,10 +10,21 @@ import orjson
 import pytest
 from django.utils import timezone
 
-from openplatform.errors import Conflict, InvalidRequest, NotFound
+from openplatform.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from openplatform.redis_client import get_redis
 from tenants import services
-from tenants.models import ApiKey, AuditEvent, Membership, Role, Tenant, TenantScopeError, User
+from tenants.authority import OPERATOR, Authority
+from tenants.models import (
+    ALL_SCOPES,
+    ApiKey,
+    AuditEvent,
+    Membership,
+    Role,
+    Tenant,
+    TenantScopeError,
+    User,
+)
+from tenants.principals import authenticate
 from tests.conftest import TenantCtx
 from tests.helpers import key_of, new_key
 
@@ -194,3 +205,89 @@ def test_key_revoke_of_another_tenants_key_is_not_found(acme: TenantCtx, globex:
     target.refresh_from_db()
     assert target.revoked_at is None
     assert not AuditEvent.all_tenants.filter(action="key.revoke").exists()
+
+
+# --- the caller's authority -------------------------------------------------------------------
+
+
+ORDERS_KEY = Authority(scopes=frozenset({"manage"}), resources=("queue:orders",))
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"scopes": ["publish", "consume", "manage"], "resources": ["queue:orders"]}, "scopes"),
+        ({"scopes": ["manage"], "resources": []}, "resources"),
+        ({"scopes": ["manage"], "resources": ["queue:*"]}, "resources"),
+    ],
+)
+def test_key_create_beyond_the_callers_authority_stores_nothing(
+    acme: TenantCtx, django_capture_on_commit_callbacks, options: dict, field: str
+) -> None:
+    """A key beyond the caller's authority raises Forbidden naming the field; no key, no
+    audit event, nothing pushed to the hot cache even once the transaction is over."""
+    before = counts()
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(Forbidden) as raised,
+    ):
+        services.key_create(
+            tenant=acme.tenant, name="k", actor="test", authority=ORDERS_KEY, **options
+        )
+
+    assert [error["field"] for error in raised.value.errors] == [field]
+    assert callbacks == []
+    assert counts() == before
+    assert get_redis().keys("op:cache:apikey:*") == []
+
+
+def test_key_create_within_the_callers_authority(acme: TenantCtx) -> None:
+    created = services.key_create(
+        tenant=acme.tenant,
+        name="k",
+        scopes=["manage"],
+        resources=["queue:orders"],
+        actor="test",
+        authority=ORDERS_KEY,
+    )
+    assert (created.key.scopes, created.key.resources) == (["manage"], ["queue:orders"])
+
+
+def test_key_revoke_beyond_the_callers_authority_is_not_found(
+    acme: TenantCtx, django_capture_on_commit_callbacks
+) -> None:
+    """Revoking a key the caller does not cover is NotFound, as for a missing key: the key
+    stays unrevoked, no event is written and its cached document is unchanged."""
+    target = key_of(acme)
+    authenticate(f"Bearer {acme.key}")  # fills the hot cache
+    cache_key = f"op:cache:apikey:{target.prefix}"
+    cached = get_redis().get(cache_key)
+    assert cached is not None
+    before = counts()
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(NotFound, match=r"^No such API key\.$"),
+    ):
+        services.key_revoke(
+            tenant=acme.tenant, key_id=str(target.id), actor="test", authority=ORDERS_KEY
+        )
+
+    assert callbacks == []
+    target.refresh_from_db()
+    assert target.revoked_at is None
+    assert counts() == before
+    assert get_redis().get(cache_key) == cached
+    assert authenticate(f"Bearer {acme.key}").key_id == str(target.id)
+
+
+def test_operators_are_bounded_by_nothing(acme: TenantCtx) -> None:
+    """The default authority is OPERATOR: manage.py and the admin mint and revoke anything."""
+    created = services.key_create(
+        tenant=acme.tenant, name="root", scopes=list(ALL_SCOPES), actor="operator:cli"
+    )
+    revoked = services.key_revoke(
+        tenant=acme.tenant, key_id=str(created.key.id), actor="operator:cli", authority=OPERATOR
+    )
+    assert revoked.revoked_at is not None

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from openplatform.redis_client import get_redis
-from tenants.models import ApiKey, AuditEvent, Plan
+from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, User
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx, key_for
 from tests.helpers import (
@@ -422,3 +424,267 @@ def test_another_tenants_key_is_404_and_unchanged(
     assert target.revoked_at is None
     assert AuditEvent.all_tenants.count() == events_before
     assert acme.client.get("/v1/tenant").status_code == 200
+
+
+# --- Minting and revoking are bounded by the caller -------------------------------------------
+
+
+def everything(ctx: TenantCtx) -> tuple[list, int, str]:
+    """What a refused key request must leave as it was: the tenant's key rows, its audit
+    trail and every value in Redis (the hot cache included)."""
+    rows = list(
+        ApiKey.objects.for_tenant(ctx.tenant)
+        .order_by("id")
+        .values_list("id", "name", "scopes", "resources", "expires_at", "revoked_at")
+    )
+    return rows, AuditEvent.objects.for_tenant(ctx.tenant).count(), redis_dump()
+
+
+def warm(*tokens: str) -> None:
+    """Use each key once, so its hot-cache entry and last-used mark exist before a snapshot."""
+    for token in tokens:
+        assert bearer(token).get("/v1/tenant").status_code == 200
+
+
+ORDERS_ONLY = {"scopes": ["manage"], "resources": ["queue:orders"]}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"scopes": ["publish", "consume", "manage"]}, "scopes"),
+        ({"scopes": ["manage"]}, "resources"),
+        ({"scopes": ["manage"], "resources": []}, "resources"),
+        ({"scopes": ["manage"], "resources": ["queue:*"]}, "resources"),
+        ({"scopes": ["manage"], "resources": ["queue:orders", "queue:payments"]}, "resources"),
+        ({"scopes": ["manage"], "resources": ["topic:orders"]}, "resources"),
+        ({"scopes": ["manage"], "resources": ["queue:orders*"]}, "resources"),
+        ({"scopes": ["publish"], "resources": ["queue:orders"]}, "scopes"),
+    ],
+)
+def test_a_limited_key_cannot_mint_beyond_itself(
+    acme: TenantCtx, django_capture_on_commit_callbacks, payload: dict, field: str
+) -> None:
+    """A manage key limited to queue:orders asking for more scopes, no resource limit, or
+    patterns outside queue:orders is 403 forbidden naming the field; no key row, no audit
+    event and no hot-cache entry is written."""
+    limited = new_key(acme, **ORDERS_ONLY)
+    warm(limited.secret)
+    before = everything(acme)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_json(bearer(limited.secret), "/v1/keys", {"name": "wider", **payload})
+
+    body = assert_problem(response, 403, "forbidden")
+    assert [error["field"] for error in body["errors"]] == [field]
+    assert everything(acme) == before
+
+
+def test_a_limited_key_mints_within_itself(acme: TenantCtx) -> None:
+    """The same key may create a key of its scopes (or fewer) on its own resources."""
+    limited = new_key(acme, scopes=["publish", "manage"], resources=["queue:orders-*"])
+
+    response = post_json(
+        bearer(limited.secret),
+        "/v1/keys",
+        {"name": "eu", "scopes": ["publish"], "resources": ["queue:orders-eu", "queue:orders-?"]},
+    )
+
+    assert response.status_code == 201, response.content
+    assert response.json()["scopes"] == ["publish"]
+    assert response.json()["resources"] == ["queue:orders-eu", "queue:orders-?"]
+    [event] = key_events(acme, "key.create")[2:]
+    assert event.actor == f"key:{limited.key.prefix}"
+
+
+def test_a_tenant_wide_key_cannot_grant_a_scope_it_lacks(acme: TenantCtx) -> None:
+    """A tenant-wide manage-only key may create manage keys (with any resources) but not
+    publish keys: scopes are a subset, never more."""
+    manager = new_key(acme, scopes=["manage"])
+    client = bearer(manager.secret)
+    warm(manager.secret)
+    before = everything(acme)
+
+    refused = post_json(client, "/v1/keys", {"name": "pub", "scopes": ["publish"]})
+
+    body = assert_problem(refused, 403, "forbidden")
+    assert (
+        body["detail"] == "This API key cannot grant the scopes ['publish']; it holds ['manage']."
+    )
+    assert everything(acme) == before
+    created = post_json(
+        client, "/v1/keys", {"name": "m", "scopes": ["manage"], "resources": ["topic:*"]}
+    )
+    assert created.status_code == 201
+
+
+def test_an_expiring_key_cannot_mint_a_longer_lived_one(acme: TenantCtx) -> None:
+    """A key that expires creates keys that expire no later: none without expiry, none after
+    it; one that expires sooner is fine."""
+    temporary = new_key(acme, scopes=["manage"], expires_at=timezone.now() + timedelta(days=1))
+    client = bearer(temporary.secret)
+    later = (timezone.now() + timedelta(days=2)).isoformat()
+    sooner = (timezone.now() + timedelta(hours=1)).isoformat()
+    warm(temporary.secret)
+    before = everything(acme)
+
+    for extra in ({}, {"expires_at": None}, {"expires_at": later}):
+        response = post_json(client, "/v1/keys", {"name": "forever", "scopes": ["manage"], **extra})
+        body = assert_problem(response, 403, "forbidden")
+        assert [error["field"] for error in body["errors"]] == ["expires_at"]
+    assert everything(acme) == before
+
+    ok = post_json(client, "/v1/keys", {"name": "soon", "scopes": ["manage"], "expires_at": sooner})
+    assert ok.status_code == 201
+
+
+def test_a_limited_key_cannot_see_or_revoke_a_wider_key(
+    acme: TenantCtx, django_capture_on_commit_callbacks
+) -> None:
+    """The tenant-wide key is invisible to a key limited to queue:orders: GET and DELETE are
+    404 with the very body of a key that does not exist; the target is not revoked, no event
+    is written, the hot cache is untouched and the target key keeps working."""
+    limited = new_key(acme, **ORDERS_ONLY)
+    target = key_of(acme)
+    client = bearer(limited.secret)
+    warm(limited.secret, acme.key)
+    before = everything(acme)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        read = client.get(f"/v1/keys/{target.id}")
+        revoked = client.delete(f"/v1/keys/{target.id}")
+
+    missing = client.get("/v1/keys/00000000-0000-0000-0000-000000000000")
+    for response in (read, revoked):
+        assert_problem(response, 404, "not_found")
+        assert response.content == missing.content
+    assert everything(acme) == before
+    assert authenticate(f"Bearer {acme.key}").key_id == str(target.id)
+    assert acme.client.get("/v1/keys").status_code == 200
+
+
+def test_a_limited_key_lists_only_keys_within_it(acme: TenantCtx) -> None:
+    """The listing of a limited key holds itself and keys within its authority, none wider
+    (not the tenant-wide key, not one of another queue, not one with more scopes)."""
+    limited = new_key(acme, scopes=["publish", "manage"], resources=["queue:orders*"])
+    narrower = new_key(acme, name="narrower", scopes=["publish"], resources=["queue:orders-eu"])
+    new_key(acme, name="other queue", scopes=["publish"], resources=["queue:payments"])
+    new_key(acme, name="more scopes", scopes=["consume"], resources=["queue:orders"])
+    new_key(acme, name="tenant-wide publisher", scopes=["publish"])
+
+    listing = bearer(limited.secret).get("/v1/keys?limit=1")
+    names = []
+    page = listing.json()
+    while True:
+        names += [item["name"] for item in page["results"]]
+        if page["next"] is None:
+            break
+        page = bearer(limited.secret).get(f"/v1/keys?limit=1&cursor={page['next']}").json()
+
+    assert names == [narrower.key.name, limited.key.name]
+    everyone = {item["name"] for item in acme.client.get("/v1/keys").json()["results"]}
+    assert len(everyone) == 6
+
+
+def test_a_limited_key_revokes_keys_within_it_and_itself(
+    acme: TenantCtx, django_capture_on_commit_callbacks
+) -> None:
+    """Within its authority a limited key revokes as usual: a key it made, then itself."""
+    limited = new_key(acme, **ORDERS_ONLY)
+    client = bearer(limited.secret)
+    made = post_json(client, "/v1/keys", {"name": "child", **ORDERS_ONLY}).json()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        child = client.delete(f"/v1/keys/{made['id']}")
+    with django_capture_on_commit_callbacks(execute=True):
+        itself = client.delete(f"/v1/keys/{limited.key.id}")
+
+    assert child.status_code == 200
+    assert itself.status_code == 200
+    assert [e.target_id for e in key_events(acme, "key.revoke")] == [
+        made["id"],
+        str(limited.key.id),
+    ]
+    assert_problem(client.get("/v1/tenant"), 401, "unauthenticated")
+
+
+# --- Console sessions on the API act with their role ------------------------------------------
+
+
+def session_of(ctx: TenantCtx, role: Role) -> Client:
+    user = User.objects.create_user(f"{role}@{ctx.tenant.slug}.test", "pw-123456789")
+    Membership.all_tenants.create(tenant=ctx.tenant, user=user, role=role)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_a_developer_session_is_bounded_like_its_role(
+    acme: TenantCtx, django_capture_on_commit_callbacks
+) -> None:
+    """A developer's console session may create publish/consume keys through the API, but not
+    a manage key; the owner's all-scopes key is invisible to it (404), stays unrevoked and
+    keeps working, and nothing is written by the refusals."""
+    developer = session_of(acme, Role.DEVELOPER)
+    target = key_of(acme)
+    warm(acme.key)
+    before = everything(acme)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        minted = post_json(developer, "/v1/keys", {"name": "admin", "scopes": ["manage"]})
+        revoked = developer.delete(f"/v1/keys/{target.id}")
+    listed = developer.get("/v1/keys")
+
+    assert [e["field"] for e in assert_problem(minted, 403, "forbidden")["errors"]] == ["scopes"]
+    assert_problem(revoked, 404, "not_found")
+    assert listed.json()["results"] == []
+    assert everything(acme) == before
+    assert authenticate(f"Bearer {acme.key}").key_id == str(target.id)
+    ok = post_json(developer, "/v1/keys", {"name": "worker", "scopes": ["publish", "consume"]})
+    assert ok.status_code == 201
+    assert [item["name"] for item in developer.get("/v1/keys").json()["results"]] == ["worker"]
+
+
+def test_an_admin_session_may_revoke_the_owners_key(
+    acme: TenantCtx, django_capture_on_commit_callbacks
+) -> None:
+    """Admins hold every scope tenant-wide, like owners: the owner's key is theirs to revoke."""
+    admin = session_of(acme, Role.ADMIN)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.delete(f"/v1/keys/{key_of(acme).id}")
+    assert response.status_code == 200
+    assert_problem(acme.client.get("/v1/tenant"), 401, "unauthenticated")
+
+
+# --- The request body and the list parameters -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "fields"),
+    [
+        ({"tenant": "globex"}, ["tenant"]),
+        ({"secret": "op_x_y", "prefix": "abc"}, ["prefix", "secret"]),
+        ({"scope": ["publish"]}, ["scope"]),
+    ],
+)
+def test_unknown_fields_are_400_and_store_nothing(
+    acme: TenantCtx, extra: dict, fields: list[str]
+) -> None:
+    """A field POST /v1/keys does not know is a 400 naming it (a typo such as "scope" would
+    otherwise be dropped silently); nothing is stored."""
+    warm(acme.key)
+    before = everything(acme)
+
+    response = post_json(acme.client, "/v1/keys", {"name": "x", "scopes": ["publish"], **extra})
+
+    body = assert_problem(response, 400, "invalid_request")
+    assert [error["field"] for error in body["errors"]] == fields
+    assert {error["detail"] for error in body["errors"]} == {"Unknown field."}
+    assert everything(acme) == before
+
+
+@pytest.mark.parametrize("value", ["", "0", "201", "-1"])
+def test_list_limit_must_be_1_to_200(acme: TenantCtx, value: str) -> None:
+    """An empty, zero, negative or too large limit is a 400 naming limit."""
+    body = assert_problem(acme.client.get(f"/v1/keys?limit={value}"), 400, "invalid_request")
+    assert [error["field"] for error in body["errors"]] == ["limit"]

@@ -237,3 +237,39 @@ def test_usage_rejects_bad_parameters(acme: TenantCtx, query: str, fields: list 
 
 def test_usage_needs_manage(acme: TenantCtx) -> None:
     assert_problem(key_for(acme, ["publish"]).get("/v1/usage"), 403, "forbidden")
+
+
+# --- tenant-wide data and resource-limited keys -----------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/usage", "/v1/audit-events"])
+def test_a_resource_limited_key_is_refused_tenant_wide_data(acme: TenantCtx, path: str) -> None:
+    """Usage and the audit trail cover every resource and key of the tenant: a manage key
+    limited to queue:orders gets 403 forbidden saying why, and the body holds no data."""
+    usage(acme, datetime.now(UTC).replace(minute=0, second=0, microsecond=0), published=7)
+    client = key_for(acme, ["manage"], ["queue:orders"])
+
+    body = assert_problem(client.get(path), 403, "forbidden")
+
+    what = "usage" if path == "/v1/usage" else "the audit trail"
+    assert body["detail"] == (
+        f"This API key is limited to the resources ['queue:orders']; {what} covers the whole "
+        "tenant."
+    )
+    assert acme.client.get(path).status_code == 200  # a tenant-wide manage key still may
+
+
+def test_a_resource_limited_key_still_reads_its_tenant(acme: TenantCtx) -> None:
+    """GET /v1/tenant (the plan and quotas every key works under) stays open to it."""
+    response = key_for(acme, ["publish"], ["queue:orders"]).get("/v1/tenant")
+
+    assert response.status_code == 200
+    assert response.json()["slug"] == "acme"
+
+
+@pytest.mark.parametrize("value", ["", "0", "201", "x"])
+def test_audit_events_limit_must_be_1_to_200(acme: TenantCtx, value: str) -> None:
+    body = assert_problem(
+        acme.client.get(f"/v1/audit-events?limit={value}"), 400, "invalid_request"
+    )
+    assert [error["field"] for error in body["errors"]] == ["limit"]
