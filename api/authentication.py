@@ -9,7 +9,7 @@ from rest_framework.request import Request
 
 from openplatform.errors import Unauthenticated
 from tenants.models import ALL_SCOPES, Membership, Role
-from tenants.principals import Principal, authenticate, tenant_cache
+from tenants.principals import Principal, authenticate, client_address, tenant_cache
 
 ROLE_SCOPES = {
     Role.OWNER: frozenset(ALL_SCOPES),
@@ -20,13 +20,14 @@ ROLE_SCOPES = {
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """``Authorization: Bearer op_<prefix>_<secret>`` → (None, Principal), from the hot cache."""
+    """``Authorization: Bearer op_<prefix>_<secret>`` → (None, Principal), from the hot cache.
+    Refusals count against the client's address: past the limits they are 429s."""
 
     def authenticate(self, request: Request) -> tuple[None, Principal] | None:
         header = request.META.get("HTTP_AUTHORIZATION")
         if not header:
             return None  # let the session authenticator try; no credentials at all is a 401
-        return None, authenticate(header)
+        return None, authenticate(header, address=client_address(request.META))
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="openplatform"'

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from openplatform.env import env
 
@@ -25,6 +29,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "tenants",
     "queues",
     "api",
@@ -33,12 +39,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lock-out noted during the view into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "openplatform.urls"
@@ -82,6 +91,11 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_TIMEOUT_SECONDS = env("REDIS_TIMEOUT_SECONDS", 3.0)
 
 AUTH_USER_MODEL = "tenants.User"
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -150,6 +164,62 @@ SPECTACULAR_SETTINGS = {
 # How long a process trusts its own copy of an API key, a tenant's limits or a name → stream
 # mapping before it asks Redis again. Revocation reaches every process within this time.
 HOT_CACHE_TTL_SECONDS = env("HOT_CACHE_TTL_SECONDS", 0.5)
+
+# --- Abuse limits -----------------------------------------------------------------------------
+# Whose address a request is: REMOTE_ADDR, unless that is one of these proxies (addresses or
+# networks); then the nearest X-Forwarded-For hop that is not. Empty (the default) trusts no
+# header. Behind the shipped gunicorn config leave it empty: uvicorn already puts the client
+# into REMOTE_ADDR for gunicorn's FORWARDED_ALLOW_IPS.
+TRUSTED_PROXIES = env("TRUSTED_PROXIES", [], cast=list)
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an address or network"
+        ) from _exc
+
+# Refused API keys (unknown, revoked, expired, malformed) per client address (IPv6: per /64)
+# before the address is answered 429 rate_limited with Retry-After until the window ends.
+# 0 turns a window off. A valid key from that address is still served.
+AUTH_FAILURES_PER_SECOND = env("AUTH_FAILURES_PER_SECOND", 10)
+AUTH_FAILURES_PER_MINUTE = env("AUTH_FAILURES_PER_MINUTE", 100)
+
+# Console and admin sign-in (django-axes, database handler: lock-outs survive a Redis flush,
+# operators see and clear them in the admin under "Axes"). After LOGIN_FAILURE_LIMIT failed
+# sign-ins within LOGIN_COOLOFF_SECONDS for one account (from anywhere) or from one address
+# (to any account), that account or address is refused, even with the right password, until
+# the cool-off has passed since the last counted failure. Attempts during a lock-out do not
+# extend it. Each lock-out is logged and written to the audit trail of the account's tenants.
+LOGIN_FAILURE_LIMIT = env("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_COOLOFF_SECONDS = env("LOGIN_COOLOFF_SECONDS", 900)
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(seconds=LOGIN_COOLOFF_SECONDS)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each one on its own
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False  # a success must not wipe an address's failures at other accounts
+AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field (the email address)
+AXES_USERNAME_CALLABLE = "openplatform.console.lockout.login_username"
+AXES_CLIENT_IP_CALLABLE = "tenants.principals.request_address"
+AXES_LOCKOUT_CALLABLE = "openplatform.console.lockout.lockout_response"
+
+# Content-Security-Policy on every page of the full stack (django-csp). Nothing inline runs or
+# styles without the request's nonce; nothing loads from another origin; no page can be framed.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],  # Swagger UI's stylesheet draws its icons as data: URLs
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL)

@@ -1,0 +1,243 @@
+"""Sign-in throttling (django-axes) on the console and the admin: after AXES_FAILURE_LIMIT
+failures for one account, or from one address, even the right password is refused with a
+clear 429 page until the cool-off has passed; the lock-out is logged and written to the audit
+trail of each tenant the account belongs to."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from asgiref.sync import sync_to_async
+from axes.models import AccessAttempt
+from axes.utils import reset
+from django.db import connections
+from django.test import Client
+
+from openplatform.asgi import application
+from tenants import services
+from tenants.models import AuditEvent, Membership, Role, User
+from tests.conftest import TenantCtx
+from tests.console.conftest import PASSWORD, member
+
+LIMIT = 3
+EMAIL = "ann@example.test"
+PAUSED = "Too many failed sign-in attempts for this account or from your network."
+
+
+@pytest.fixture(autouse=True)
+def throttle(settings: Any) -> Any:
+    settings.AXES_FAILURE_LIMIT = LIMIT
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=15)
+    return settings
+
+
+@pytest.fixture
+def ann(acme: TenantCtx, globex: TenantCtx) -> User:
+    """A developer of Acme who is also a viewer of Globex."""
+    user = member(acme.tenant, EMAIL, Role.DEVELOPER)
+    Membership.all_tenants.create(tenant=globex.tenant, user=user, role=Role.VIEWER)
+    return user
+
+
+def sign_in(address: str, password: str, email: str = EMAIL, path: str = "/login/") -> Any:
+    client = Client(REMOTE_ADDR=address)
+    response = client.post(path, {"username": email, "password": password})
+    response.signed_in = "_auth_user_id" in client.session
+    return response
+
+
+def assert_paused(response: Any, cool_off_seconds: int = 900) -> None:
+    """The lock-out page: 429, a message that says what happened and when to retry, and a
+    Retry-After no longer than the cool-off; nobody signed in."""
+    assert response.status_code == 429
+    body = response.content.decode()
+    assert PAUSED in body
+    assert "even the right password is refused" in body
+    assert 0 < int(response["Retry-After"]) <= cool_off_seconds
+    assert not response.signed_in
+
+
+def test_fewer_failures_than_the_limit_do_not_lock(ann: User) -> None:
+    """The control case: LIMIT - 1 wrong passwords, then the right one signs in."""
+    for _ in range(LIMIT - 1):
+        wrong = sign_in("203.0.113.40", "wrong")
+        assert wrong.status_code == 200
+        assert "Please enter a correct email" in wrong.content.decode()
+
+    right = sign_in("203.0.113.40", PASSWORD)
+
+    assert right.status_code == 302
+    assert right.signed_in
+
+
+def test_the_account_is_locked_after_the_limit(ann: User) -> None:
+    """LIMIT wrong passwords (from different addresses) lock the account: the failure that
+    reaches the limit already answers the lock-out page, and then the right password is
+    refused, from those addresses and from a new one."""
+    for n in range(LIMIT - 1):
+        assert sign_in(f"198.51.100.{n + 1}", "wrong").status_code == 200
+    assert_paused(sign_in("198.51.100.9", "wrong"))
+
+    assert_paused(sign_in("198.51.100.1", PASSWORD))
+    assert_paused(sign_in("192.0.2.77", PASSWORD))
+    assert_paused(sign_in("192.0.2.77", PASSWORD, email="ANN@Example.TEST"))
+
+
+def test_the_address_is_locked_after_the_limit(ann: User, db: Any) -> None:
+    """LIMIT failures from one address, at other accounts (existing or not), lock the address:
+    Ann's right password is refused from there, and still works from elsewhere."""
+    User.objects.create_user("bob@example.test", PASSWORD)
+    for email in ("bob@example.test", "nobody@example.test", "carol@example.test"):
+        sign_in("203.0.113.41", "wrong", email=email)
+
+    assert_paused(sign_in("203.0.113.41", PASSWORD))
+    elsewhere = sign_in("203.0.113.42", PASSWORD)
+    assert elsewhere.status_code == 302
+    assert elsewhere.signed_in
+
+
+def test_a_lock_out_is_audited_in_each_tenant_of_the_account(
+    ann: User, acme: TenantCtx, globex: TenantCtx, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure that locks the account writes one login.locked_out event to each of Ann's
+    tenants and logs a warning; refused attempts during the lock-out add nothing."""
+    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    for _ in range(LIMIT):
+        sign_in("203.0.113.43", "wrong")
+    sign_in("203.0.113.43", PASSWORD)
+    sign_in("203.0.113.44", "wrong")
+
+    events = AuditEvent.all_tenants.filter(action="login.locked_out").order_by("tenant__name")
+    assert [(e.tenant_id, e.actor, e.target_type, e.target_id) for e in events] == [
+        (acme.tenant.id, "ip:203.0.113.43", "user", str(ann.pk)),
+        (globex.tenant.id, "ip:203.0.113.43", "user", str(ann.pk)),
+    ]
+    assert events[0].data == {
+        "email": EMAIL,
+        "address": "203.0.113.43",
+        "site": "console",
+        "failures": LIMIT,
+        "cool_off_seconds": 900,
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.name == "openplatform.console.lockout"]
+    assert warnings == [
+        f"sign-in locked out after {LIMIT} failed attempts: account '{EMAIL}' from "
+        "203.0.113.43 (console)"
+    ]
+
+
+def test_a_lock_out_of_an_unknown_account_is_only_logged(
+    db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An address that names no account has no tenant trail: the warning is the record."""
+    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    for _ in range(LIMIT):
+        response = sign_in("203.0.113.45", "wrong", email="ghost@example.test")
+
+    assert_paused(response)
+    assert not AuditEvent.all_tenants.filter(action="login.locked_out").exists()
+    assert any("'ghost@example.test'" in r.getMessage() for r in caplog.records)
+
+
+def test_the_right_password_works_after_the_cool_off(ann: User, throttle: Any) -> None:
+    """With a one-second cool-off, the locked account signs in again a second later."""
+    throttle.AXES_COOLOFF_TIME = timedelta(seconds=1)
+    for _ in range(LIMIT):
+        locked = sign_in("203.0.113.46", "wrong")
+    assert_paused(locked, cool_off_seconds=1)
+    assert_paused(sign_in("203.0.113.46", PASSWORD), cool_off_seconds=1)
+
+    time.sleep(1.1)
+    right = sign_in("203.0.113.46", PASSWORD)
+
+    assert right.status_code == 302
+    assert right.signed_in
+
+
+def test_an_operator_can_lift_a_lock_out(ann: User) -> None:
+    """Clearing the account's attempts (what the admin's Axes pages and `manage.py
+    axes_reset_username` do) lets it sign in at once."""
+    for _ in range(LIMIT):
+        sign_in("203.0.113.47", "wrong")
+    assert AccessAttempt.objects.filter(username=EMAIL).exists()
+
+    reset(username=EMAIL)
+
+    assert sign_in("203.0.113.48", PASSWORD).status_code == 302
+
+
+# --- the admin ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(db: Any) -> User:
+    return User.objects.create_user("ops@example.test", PASSWORD, is_staff=True)
+
+
+def test_the_admin_login_is_throttled_too(operator: User, caplog: pytest.LogCaptureFixture) -> None:
+    """The admin's sign-in counts the same way (any case of the address is one account) and
+    answers the same page; an operator has no tenant, so the lock-out is only logged."""
+    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    for email in ("ops@example.test", "OPS@example.test", "Ops@Example.Test"):
+        response = sign_in("203.0.113.49", "wrong", email=email, path="/admin/login/")
+
+    assert_paused(response)
+    assert 'href="/admin/login/"' in response.content.decode()
+    assert_paused(sign_in("192.0.2.50", PASSWORD, email="ops@example.test", path="/admin/login/"))
+    assert any(r.getMessage().endswith("(admin)") for r in caplog.records)
+    reset(username="ops@example.test")
+    after = sign_in("192.0.2.50", PASSWORD, email="ops@example.test", path="/admin/login/")
+    assert after.status_code == 302
+    assert after.signed_in
+
+
+# --- under ASGI, as gunicorn serves it --------------------------------------------------------
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the ASGI app, from 203.0.113.60, keeping cookies like a browser."""
+    transport = httpx.ASGITransport(app=application, client=("203.0.113.60", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        yield client
+    await sync_to_async(connections.close_all)()
+
+
+async def post_login(client: httpx.AsyncClient, password: str) -> httpx.Response:
+    page = await client.get("/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token is not None
+    return await client.post(
+        "/login/",
+        data={"csrfmiddlewaretoken": token.group(1), "username": EMAIL, "password": password},
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_lock_out_works_under_asgi(browser: httpx.AsyncClient) -> None:
+    """Through the ASGI app (axes' async middleware path, which calls the lock-out callable
+    with other arguments): the same 429 page, Retry-After and audit event."""
+    created = await sync_to_async(services.tenant_create)(
+        name="Asgi", owner_email=EMAIL, owner_password=PASSWORD
+    )
+    for _ in range(LIMIT - 1):
+        assert (await post_login(browser, "wrong")).status_code == 200
+    locked = await post_login(browser, "wrong")
+    refused = await post_login(browser, PASSWORD)
+
+    for response in (locked, refused):
+        assert response.status_code == 429
+        assert PAUSED in response.text
+        assert 0 < int(response.headers["retry-after"]) <= 900
+        assert "content-security-policy" in response.headers
+    events = await sync_to_async(list)(
+        AuditEvent.all_tenants.filter(tenant=created.tenant, action="login.locked_out")
+    )
+    assert [e.actor for e in events] == ["ip:203.0.113.60"]
