@@ -1,9 +1,15 @@
 """Messages in and out: validation and encoding of what is published (all or nothing), and
 the JSON of what is delivered.
 
-A published body is stored as the exact JSON text the client sent (re-serialized compactly)
-or as raw bytes for ``body_base64``; a delivery splices the stored JSON text into the answer
-without parsing it again.
+A published body is stored as the JSON value the client sent, re-serialized compactly by
+``orjson.dumps`` (a number the parser kept as an ``orjson.Fragment`` of its source text is
+written verbatim, so big integers, long decimals and ``-0`` stay as sent), or as raw bytes for
+``body_base64``; a delivery splices the stored JSON text into the answer without parsing it
+again.
+
+Attribute names and values, keys and dedup ids are text without NUL: they are identifiers that
+subscription filters (kept in PostgreSQL, whose text refuses NUL), the console and the SQS
+endpoint compare and show. A body may hold any string, NUL included (stored as ``\\u0000``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,19 @@ class Outgoing:
     size: int
 
 
+def _text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an identifier (attribute name or value, key, dedup id), as the
+    end of a sentence; None when it can."""
+    if "\x00" in value:
+        return "may not contain NUL (\\u0000)"
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "must be Unicode text (it holds a lone surrogate)"
+    return None
+
+
 def _message_errors(index: int, raw: Any, out: list[dict[str, Any]]) -> Outgoing | None:
     def bad(field: str, detail: str) -> None:
         out.append({"index": index, "field": field, "detail": detail})
@@ -68,7 +87,10 @@ def _message_errors(index: int, raw: Any, out: list[dict[str, Any]]) -> Outgoing
     if has_body == has_b64:
         bad("body", "Give exactly one of body and body_base64.")
     elif has_body:
-        body = orjson.dumps(raw["body"])
+        try:
+            body = orjson.dumps(raw["body"])
+        except orjson.JSONEncodeError as exc:  # nested too deeply, or a lone surrogate
+            bad("body", f"The body cannot be stored as JSON: {exc}.")
     else:
         value = raw["body_base64"]
         try:
@@ -95,21 +117,24 @@ def _message_errors(index: int, raw: Any, out: list[dict[str, Any]]) -> Outgoing
                         "attributes",
                         f"Attribute names starting '{RESERVED_ATTRIBUTE_PREFIX}' are reserved.",
                     )
+                elif problem := _text_problem(name):
+                    bad("attributes", f"Attribute names {problem}.")
                 elif not isinstance(value, str):
                     bad("attributes", f"Attribute '{name}' must be a string.")
+                elif problem := _text_problem(value):
+                    bad("attributes", f"Attribute '{name}' {problem}.")
                 else:
+                    attr_size += len(name.encode()) + len(value.encode())
                     continue
                 break
-            if attributes:
-                attr_bytes = orjson.dumps(attributes)
-                attr_size = sum(
-                    len(k.encode()) + len(v.encode())
-                    for k, v in attributes.items()
-                    if isinstance(v, str)
-                )
+            else:
+                if attributes:
+                    attr_bytes = orjson.dumps(attributes)
     key = raw.get("key")
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH):
         bad("key", f"key must be a string of 1 to {MAX_KEY_LENGTH} characters.")
+    elif key is not None and (problem := _text_problem(key)):
+        bad("key", f"key {problem}.")
     delay = raw.get("delay_seconds")
     if delay is not None and (
         isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY_SECONDS
@@ -118,6 +143,8 @@ def _message_errors(index: int, raw: Any, out: list[dict[str, Any]]) -> Outgoing
     dedup = raw.get("dedup_id")
     if dedup is not None and (not isinstance(dedup, str) or not 1 <= len(dedup) <= MAX_DEDUP_ID):
         bad("dedup_id", f"dedup_id must be a string of 1 to {MAX_DEDUP_ID} characters.")
+    elif dedup is not None and (problem := _text_problem(dedup)):
+        bad("dedup_id", f"dedup_id {problem}.")
     return Outgoing(
         id="",
         body=body,
