@@ -105,13 +105,17 @@ for step = 0, P - 1 do
     if #entries == 0 then break end
     for _, entry in ipairs(entries) do
       local id, fields = entry[1], entry[2]
-      if got >= want then
-        -- Read ahead while skipping filtered entries: hand the rest back undelivered, with
-        -- their delivery count reset so their first real delivery is attempt 1.
+      if filter and not attrs_match(fields, filter) then
+        -- Not for this subscription, read ahead or not: settled at once. (Checked first: a
+        -- rejected entry handed back below would be delivered from the retry set, which
+        -- knows nothing of filters.)
+        redis.call('XACK', stream, group, id)
+      elseif got >= want then
+        -- Read ahead while skipping filtered entries: hand the matching rest back
+        -- undelivered, with their delivery count reset so their first real delivery is
+        -- attempt 1.
         redis.call('XCLAIM', stream, group, 'c', 0, id, 'RETRYCOUNT', 0, 'JUSTID')
         redis.call('ZADD', retry, now, id)
-      elseif filter and not attrs_match(fields, filter) then
-        redis.call('XACK', stream, group, id)
       else
         redis.call('ZADD', lease, now + vis, id)
         out[#out + 1] = {p, id, 1, fields}
