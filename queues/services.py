@@ -551,19 +551,26 @@ def subscription_seek(
 # --- consumer positions -----------------------------------------------------------------------
 
 
-def _save_positions(tenant_id: str, found: list[streams.Position], **owner: Any) -> None:
-    for position in found:
-        ConsumerPosition.all_tenants.update_or_create(
-            tenant_id=tenant_id,
-            partition=position.partition,
-            **owner,
-            defaults={
-                "last_delivered_id": position.last_delivered_id,
-                "acked_id": position.acked_id,
-                "last_generated_id": position.last_generated_id,
-                "updated_at": timezone.now(),
-            },
-        )
+def _save_positions(tenant_id: str, found: list[streams.Position], **owner: Any) -> bool:
+    """Upsert the positions of one queue or subscription; False (nothing saved) when it was
+    deleted since it was read: its row is gone, so the insert violates the foreign key."""
+    try:
+        with transaction.atomic():
+            for position in found:
+                ConsumerPosition.all_tenants.update_or_create(
+                    tenant_id=tenant_id,
+                    partition=position.partition,
+                    **owner,
+                    defaults={
+                        "last_delivered_id": position.last_delivered_id,
+                        "acked_id": position.acked_id,
+                        "last_generated_id": position.last_generated_id,
+                        "updated_at": timezone.now(),
+                    },
+                )
+    except IntegrityError:
+        return False
+    return True
 
 
 def positions_snapshot_one(
@@ -579,10 +586,8 @@ def positions_snapshot_one(
     if found is None:
         return False
     if queue is not None:
-        _save_positions(tenant_id, found, queue=queue)
-    else:
-        _save_positions(tenant_id, found, subscription=subscription)
-    return True
+        return _save_positions(tenant_id, found, queue=queue)
+    return _save_positions(tenant_id, found, subscription=subscription)
 
 
 def _each_consumer() -> list[tuple[str, Queue | Subscription, Callable[[], Any]]]:
