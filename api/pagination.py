@@ -5,28 +5,36 @@ page is one index range scan however deep it is, and rows added meanwhile are no
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
-from django.db.models import Model, Q, QuerySet
+from django.core.exceptions import ValidationError
+from django.db.models import Field, IntegerField, Model, Q, QuerySet
+from django.utils import timezone
 
 from openplatform.errors import InvalidRequest
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+#: An integer as a query parameter: ASCII digits only (int() would also take " 1", "1_0" and
+#: Unicode digits such as "\u0661").
+DECIMAL = re.compile(r"-?[0-9]{1,18}")
 
 
 def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
-    if raw is None or raw == "":
+    """``?limit=``: absent is ``default``; anything but an integer from 1 to ``maximum`` (an
+    empty value too) is a 400 naming it."""
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
+    if not DECIMAL.fullmatch(raw):
         raise InvalidRequest(
             f"limit must be an integer from 1 to {maximum}.",
             errors=[{"field": "limit", "detail": "Not an integer."}],
-        ) from exc
+        )
+    value = int(raw)
     if not 1 <= value <= maximum:
         raise InvalidRequest(
             f"limit must be from 1 to {maximum}.",
@@ -39,16 +47,37 @@ def _encode(values: list[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(values, default=str)).decode().rstrip("=")
 
 
-def _decode(cursor: str, size: int) -> list[Any]:
+def _invalid_cursor() -> InvalidRequest:
+    return InvalidRequest("Invalid cursor.", errors=[{"field": "cursor", "detail": "Invalid."}])
+
+
+def _decode(cursor: str, fields: Sequence[Field]) -> list[Any]:
+    """The keyset position a cursor holds, one value per ordering field, each checked by its
+    model field (type, range, validators) so that nothing a client crafted reaches the query
+    unless it could have come from a row: any other cursor is a 400 naming ``cursor``."""
     try:
         values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        raise InvalidRequest(
-            "Invalid cursor.", errors=[{"field": "cursor", "detail": "Invalid."}]
-        ) from exc
-    if not isinstance(values, list) or len(values) != size:
-        raise InvalidRequest("Invalid cursor.", errors=[{"field": "cursor", "detail": "Invalid."}])
-    return values
+    except ValueError as exc:  # binascii.Error, orjson.JSONDecodeError, non-ASCII text
+        raise _invalid_cursor() from exc
+    if not isinstance(values, list) or len(values) != len(fields):
+        raise _invalid_cursor()
+    out = []
+    for field, value in zip(fields, values, strict=True):
+        # _encode writes integers for integer fields (ids), strings for the others (names,
+        # times, UUIDs), never null.
+        expected = int if isinstance(field, IntegerField) else str
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise _invalid_cursor()
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL refuses NUL in text
+            raise _invalid_cursor()
+        try:
+            clean = field.clean(value, None)
+        except (ValidationError, TypeError, ValueError, OverflowError) as exc:
+            raise _invalid_cursor() from exc
+        if isinstance(clean, datetime) and timezone.is_naive(clean):
+            raise _invalid_cursor()
+        out.append(clean)
+    return out
 
 
 def paginate(
@@ -64,8 +93,8 @@ def paginate(
     fields = [name.lstrip("-") for name in ordering]
     queryset = queryset.order_by(*ordering)
     cursor = params.get("cursor")
-    if cursor:
-        values = _decode(cursor, len(fields))
+    if cursor is not None:
+        values = _decode(cursor, [queryset.model._meta.get_field(name) for name in fields])
         condition = Q()
         for depth, name in enumerate(ordering):
             field = fields[depth]

@@ -10,6 +10,8 @@ with nothing between the socket and the engine but authentication and JSON.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -19,11 +21,12 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from api.errors import platform_error_response, problem_response, to_platform_error
-from api.parsers import loads
+from api.parsers import loads, loads_exact
 from api.renderers import dumps
-from openplatform.errors import MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from openplatform.errors import MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from queues.models import NAME_PATTERN
 from tenants.models import Tenant
-from tenants.principals import Principal, aauthenticate
+from tenants.principals import Principal, aauthenticate, client_address
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,19 @@ DEFAULT_SCOPE_MAP: dict[str, str | None] = {
     "PATCH": "manage",
     "DELETE": "manage",
 }
+#: URL parameters that name a topic, queue or subscription.
+RESOURCE_KWARGS = ("queue", "topic", "subscription")
+_NAME = re.compile(NAME_PATTERN)
+
+
+def require_resource_names(kwargs: Mapping[str, Any]) -> None:
+    """404 for a URL parameter that no resource can be named (outside NAME_PATTERN), before
+    anything looks it up: PostgreSQL refuses NUL in text, and a name of 10,000 characters is
+    not worth a query either."""
+    for kind in RESOURCE_KWARGS:
+        name = kwargs.get(kind)
+        if name is not None and not _NAME.match(name):
+            raise NotFound(f"No such {kind}.")
 
 
 class TenantAPIView(APIView):
@@ -50,6 +66,7 @@ class TenantAPIView(APIView):
         scope = self.scope_map.get(request.method or "GET")
         if scope is not None:
             self.principal.require_scope(scope)
+        require_resource_names(kwargs)
 
     @property
     def tenant(self) -> Tenant:
@@ -67,21 +84,39 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
 
 class AsyncTenantAPIView(APIView):
     """An async view for the hot path. Handlers are ``async def post(self, request, principal,
-    **kwargs)`` and return an HttpResponse; errors become problem+json here."""
+    **kwargs)`` and return an HttpResponse; errors become problem+json here. A method the
+    view has no handler for is a 405 with ``Allow`` (RFC 9110), before the key is checked."""
 
     scope_map: ClassVar[dict[str, str | None]] = DEFAULT_SCOPE_MAP
+
+    def allowed_method_names(self) -> list[str]:
+        """The methods this view serves (OPTIONS is not one: it is answered 405 too)."""
+        return [
+            name.upper()
+            for name in self.http_method_names
+            if name not in ("options", "trace") and hasattr(self, name)
+        ]
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
         self.args, self.kwargs, self.request = args, kwargs, request
         method = (request.method or "GET").upper()
-        handler = getattr(self, method.lower(), None) if method != "OPTIONS" else None
+        # Only the HTTP verbs: getattr() of any method name would also find "dispatch".
+        allowed = self.allowed_method_names()
+        handler = getattr(self, method.lower()) if method in allowed else None
         try:
             if handler is None:
-                raise MethodNotAllowed(f"Method {method} is not allowed here.")
-            principal = await aauthenticate(request.META.get("HTTP_AUTHORIZATION"))
+                response = platform_error_response(
+                    MethodNotAllowed(f"Method {method} is not allowed here.")
+                )
+                response["Allow"] = ", ".join(allowed)
+                return response
+            principal = await aauthenticate(
+                request.META.get("HTTP_AUTHORIZATION"), address=client_address(request.META)
+            )
             scope = self.scope_map.get(method)
             if scope is not None:
                 principal.require_scope(scope)
+            require_resource_names(kwargs)
             return await handler(request, principal, *args, **kwargs)
         except Exception as exc:
             error = to_platform_error(exc)
@@ -93,9 +128,10 @@ class AsyncTenantAPIView(APIView):
             return platform_error_response(error)
 
 
-def read_json(request: HttpRequest, *, empty: Any = None) -> Any:
+def read_json(request: HttpRequest, *, empty: Any = None, exact: bool = False) -> Any:
     """The request's JSON body (``empty`` when there is none). 415 for another media type,
-    413 for a body over the server's limit, 400 for malformed JSON."""
+    413 for a body over the server's limit, 400 for malformed JSON. ``exact`` keeps every
+    number as the client wrote it (:func:`api.parsers.loads_exact`), for what is stored."""
     try:
         raw = request.body
     except RequestDataTooBig as exc:
@@ -108,4 +144,4 @@ def read_json(request: HttpRequest, *, empty: Any = None) -> Any:
     content_type = request.content_type or ""
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType("Send the request body as application/json.")
-    return loads(raw)
+    return loads_exact(raw) if exact else loads(raw)

@@ -13,17 +13,32 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.validators import RegexValidator
 from django.http import HttpRequest, HttpResponse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import serializers
 
-from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, problem
+from api.schema import TEXT_PATTERN, attributes_schema, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
-from api.views.queues import QueuePeekView
+from api.views.queues import OffsetOutField, QueuePeekView, StrictSerializer
 from api.views.topics import TopicLogView
 from openplatform.errors import InvalidRequest, NotFound
 from queues.engine import dataplane
-from queues.engine.messages import now_ms, validate_batch
+from queues.engine.dataplane import ACK_ID_PATTERN
+from queues.engine.messages import (
+    MAX_BATCH,
+    MAX_DEDUP_ID,
+    MAX_DELAY_SECONDS,
+    MAX_KEY_LENGTH,
+    RESERVED_ATTRIBUTE_PREFIX,
+    now_ms,
+    validate_batch,
+)
 from queues.engine.targets import (
     Consumer,
     queue_consumer,
@@ -49,70 +64,157 @@ DEFAULT_MAX_MESSAGES = 10
 # --- schema shapes ----------------------------------------------------------------------------
 
 
-class MessageInSerializer(serializers.Serializer):
-    body = serializers.JSONField(required=False, help_text="Any JSON value (or use body_base64).")
-    body_base64 = serializers.CharField(required=False, help_text="A binary payload, base64.")
-    attributes = serializers.DictField(child=serializers.CharField(), required=False)
-    key = serializers.CharField(required=False, help_text="On topics it picks the partition.")
-    delay_seconds = serializers.IntegerField(required=False, min_value=0, max_value=900)
-    dedup_id = serializers.CharField(required=False, max_length=128)
+# Exactly what base64.b64decode(validate=True) takes: the standard alphabet, padded.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
-class PublishBatchSerializer(serializers.Serializer):
-    messages = MessageInSerializer(many=True)
+@extend_schema_field(attributes_schema(reserved_prefix=RESERVED_ATTRIBUTE_PREFIX))
+class AttributesField(serializers.DictField):
+    """Up to 32 string attributes; names of 1 to 128 characters, not starting ``op-``."""
+
+
+class JsonMessageInSerializer(StrictSerializer):
+    """A message with a JSON body."""
+
+    body = serializers.JSONField(allow_null=True, help_text="Any JSON value, stored exactly.")
+    attributes = AttributesField(required=False, allow_null=True)
+    key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=MAX_KEY_LENGTH,
+        validators=[RegexValidator(TEXT_PATTERN)],
+        help_text="On topics it picks the partition (same key, same partition).",
+    )
+    delay_seconds = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_DELAY_SECONDS
+    )
+    dedup_id = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=MAX_DEDUP_ID,
+        validators=[RegexValidator(TEXT_PATTERN)],
+        help_text="A repeat within 5 minutes is not stored again.",
+    )
+
+    class Meta:
+        ref_name = "JsonMessageIn"
+
+
+class BinaryMessageInSerializer(JsonMessageInSerializer):
+    """A message with a binary body."""
+
+    body = None  # type: ignore[assignment]
+    body_base64 = serializers.CharField(
+        allow_blank=True,
+        validators=[RegexValidator(BASE64_PATTERN)],
+        help_text="A binary payload, base64 (standard alphabet, padded).",
+    )
+
+    class Meta:
+        ref_name = "BinaryMessageIn"
+
+
+MESSAGE_IN = PolymorphicProxySerializer(
+    component_name="MessageIn",
+    serializers=[JsonMessageInSerializer, BinaryMessageInSerializer],
+    resource_type_field_name=None,
+)
+
+
+class PublishBatchSerializer(StrictSerializer):
+    messages = serializers.ListField(child=MESSAGE_IN, min_length=1, max_length=MAX_BATCH)
+
+    class Meta:
+        ref_name = "PublishBatch"
+
+
+PUBLISH_IN = PolymorphicProxySerializer(
+    component_name="Publish",
+    serializers=[JsonMessageInSerializer, BinaryMessageInSerializer, PublishBatchSerializer],
+    resource_type_field_name=None,
+)
+
+
+@extend_schema_field({"type": "string", "pattern": ACK_ID_PATTERN})
+class AckIdField(serializers.CharField):
+    pass
 
 
 class PublishedSerializer(serializers.Serializer):
     id = serializers.CharField()
     partition = serializers.IntegerField()
-    offset = serializers.CharField(allow_null=True, help_text="null while the message is delayed")
+    offset = OffsetOutField(allow_null=True, help_text="null while the message is delayed")
     duplicate = serializers.BooleanField()
 
 
 class MessageOutSerializer(serializers.Serializer):
     id = serializers.CharField()
-    ack_id = serializers.CharField()
-    body = serializers.JSONField(required=False)
-    body_base64 = serializers.CharField(required=False)
-    attributes = serializers.DictField(child=serializers.CharField())
+    ack_id = AckIdField()
+    body = serializers.JSONField(required=False, allow_null=True, help_text="A JSON body.")
+    body_base64 = serializers.CharField(
+        required=False, allow_blank=True, help_text="A binary body."
+    )
+    attributes = serializers.DictField(child=serializers.CharField(allow_blank=True))
     key = serializers.CharField(allow_null=True)
     publish_time = serializers.DateTimeField()
     delivery_attempt = serializers.IntegerField()
     partition = serializers.IntegerField()
-    offset = serializers.CharField()
+    offset = OffsetOutField()
 
 
 PUBLISHED = inline_serializer("PublishResult", {"messages": PublishedSerializer(many=True)})
 PULLED = inline_serializer("PullResult", {"messages": MessageOutSerializer(many=True)})
+# api.schema adds the errors every operation of their shape can answer
 PUBLISH_ERRORS = {
-    **INVALID,
-    **AUTH_ERRORS,
     403: problem("forbidden (scope, resource) or quota_exceeded (monthly messages)"),
     429: problem("rate_limited: the plan's messages per second; see Retry-After"),
-    **NOT_FOUND,
     413: problem("payload_too_large: a message is over the tenant's size limit; none stored"),
-    415: problem("unsupported_media_type: the body is not application/json"),
-    **UNAVAILABLE,
 }
-CONSUME_ERRORS = {**INVALID, **AUTH_ERRORS, **NOT_FOUND, **UNAVAILABLE}
+CONSUME_ERRORS: dict[int, Any] = {}
 
 
-class PullInSerializer(serializers.Serializer):
-    max_messages = serializers.IntegerField(min_value=1, max_value=100, default=10)
-    wait_seconds = serializers.IntegerField(min_value=0, max_value=20, default=0)
-    visibility_timeout = serializers.IntegerField(min_value=0, max_value=43200, required=False)
+class PullInSerializer(StrictSerializer):
+    max_messages = serializers.IntegerField(
+        min_value=1, max_value=dataplane.MAX_PULL, default=DEFAULT_MAX_MESSAGES
+    )
+    wait_seconds = serializers.IntegerField(min_value=0, max_value=MAX_WAIT_SECONDS, default=0)
+    visibility_timeout = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_VISIBILITY_TIMEOUT,
+        required=False,
+        help_text="Default: the queue's or subscription's.",
+    )
+
+    class Meta:
+        ref_name = "PullIn"
 
 
-class AckInSerializer(serializers.Serializer):
-    ack_ids = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=1000)
+class AckInSerializer(StrictSerializer):
+    ack_ids = serializers.ListField(
+        child=AckIdField(), min_length=1, max_length=dataplane.MAX_ACK_IDS
+    )
+
+    class Meta:
+        ref_name = "AckIn"
 
 
 class NackInSerializer(AckInSerializer):
-    delay_seconds = serializers.IntegerField(min_value=0, max_value=43200, required=False)
+    delay_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_VISIBILITY_TIMEOUT,
+        required=False,
+        help_text="Default: the retry backoff policy.",
+    )
+
+    class Meta:
+        ref_name = "NackIn"
 
 
 class DeadlineInSerializer(AckInSerializer):
-    seconds = serializers.IntegerField(min_value=0, max_value=43200)
+    seconds = serializers.IntegerField(min_value=0, max_value=MAX_VISIBILITY_TIMEOUT)
+
+    class Meta:
+        ref_name = "DeadlineIn"
 
 
 ACKED = inline_serializer(
@@ -144,9 +246,11 @@ MODIFIED = inline_serializer(
 def _int_field(
     body: dict[str, Any], name: str, low: int, high: int, default: int | None
 ) -> int | None:
-    value = body.get(name, default)
-    if value is None:
-        return None
+    """``body[name]``, an integer from ``low`` to ``high``; ``default`` when it is absent.
+    An explicit null is not absence: the contract's fields are integers, so it is a 400."""
+    if name not in body:
+        return default
+    value = body[name]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidRequest(
             f"{name} must be an integer from {low} to {high}.",
@@ -156,13 +260,14 @@ def _int_field(
 
 
 def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
+    """The request body as a closed JSON object: a 400 naming every field it does not know."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    unknown = body.keys() - allowed
+    unknown = sorted(body.keys() - allowed)
     if unknown:
-        name = sorted(unknown)[0]
         raise InvalidRequest(
-            f"Unknown field '{name}'.", errors=[{"field": name, "detail": "Unknown field."}]
+            f"Unknown field '{unknown[0]}'.",
+            errors=[{"field": name, "detail": "Unknown field."} for name in unknown],
         )
     return body
 
@@ -219,8 +324,11 @@ async def _publish(
         nonlocal messages
         principal.require_resource(kind, name)  # once the name is known to exist: else a 404
         if messages is None:
+            # exact: a body is delivered as the JSON value it came as, every number intact
             messages = validate_batch(
-                read_json(request), max_message_bytes=tenant["max_message_bytes"], now_ms=now
+                read_json(request, exact=True),
+                max_message_bytes=tenant["max_message_bytes"],
+                now_ms=now,
             )
         dest = destination(principal.tenant_id, doc)
         return await dataplane.apublish(dest, messages, now, limits)
@@ -234,7 +342,7 @@ class QueuePublishView(AsyncTenantAPIView):
 
     @extend_schema(
         operation_id="queue_messages_publish",
-        request=PublishBatchSerializer,
+        request=PUBLISH_IN,
         responses={201: PUBLISHED, **PUBLISH_ERRORS},
         description=(
             "Publish one message (the body is a message object) or a batch "
@@ -257,7 +365,7 @@ class TopicPublishView(AsyncTenantAPIView):
 
     @extend_schema(
         operation_id="topic_messages_publish",
-        request=PublishBatchSerializer,
+        request=PUBLISH_IN,
         responses={201: PUBLISHED, **PUBLISH_ERRORS},
         description=(
             "Publish to a topic: every subscription receives each message that matches its "

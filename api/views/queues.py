@@ -9,38 +9,37 @@ subscription views.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.pagination import paginate
-from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, page_of, problem
+from api.pagination import DECIMAL, paginate
+from api.schema import NAME_HELP, page_of, problem
 from api.views.base import TenantAPIView
 from openplatform.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import streams
+from queues.engine.dataplane import STREAM_ID_PATTERN, is_stream_id
 from queues.engine.messages import now_ms
 from queues.engine.targets import queue_consumer
 from queues.models import (
     MAX_DELAY_SECONDS,
     MAX_DELIVERY_ATTEMPTS,
     MAX_VISIBILITY_TIMEOUT,
-    NAME_PATTERN,
     Queue,
+    name_validator,
 )
 from queues.services import BACKOFF_LIMIT
 from tenants.principals import Principal
 
-NAME_RE = re.compile(NAME_PATTERN)
-NAME_HELP = "1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric."
-OFFSET_RE = re.compile(r"\A\d{1,20}-\d{1,20}\Z")
 MIN_RETENTION, MAX_RETENTION = 60, 1209600
+MAX_INT64 = 2**63 - 1  # what JSON clients (a Java long, a Go int64) can send
 PEEK_DEFAULT, PEEK_MAX = 10, 100
 
 
@@ -89,26 +88,49 @@ class StrictCharField(serializers.CharField):
 
 
 class NameField(StrictCharField):
-    """The name of a topic, queue or subscription."""
+    """The name of a topic, queue or subscription (its validator is also its schema's
+    pattern)."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("help_text", NAME_HELP)
-        super().__init__(max_length=128, trim_whitespace=False, **kwargs)
+        super().__init__(
+            max_length=128, trim_whitespace=False, validators=[name_validator], **kwargs
+        )
+
+
+class QueryParameter(serializers.Field):
+    """A query parameter whose empty value (``?limit=``) is a value, and so a 400, not the
+    absence DRF's form handling would make of it (and then use the default)."""
+
+    def get_value(self, dictionary: Mapping[str, Any]) -> Any:
+        return dictionary.get(self.field_name, empty)
+
+
+class QueryIntegerField(QueryParameter, serializers.IntegerField):
+    """An integer query parameter: ASCII digits only. (DRF's IntegerField would also take
+    "1.0", " 1" and Unicode digits.)"""
+
+    def to_internal_value(self, data: Any) -> int:
+        if not isinstance(data, str) or not DECIMAL.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": STREAM_ID_PATTERN})
+class OffsetField(QueryParameter, serializers.CharField):
+    """A stream offset, ``<ms>-<seq>`` (a message's ``offset``, a page's ``next``): ASCII
+    digits, each part below 2**64, or a 400 naming the parameter, never a Redis error."""
+
+    default_error_messages = {"offset": "Not an offset: expected <ms>-<seq>."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
-        if not NAME_RE.match(value):
-            raise serializers.ValidationError(NAME_HELP)
+        if not is_stream_id(value):
+            self.fail("offset")
         return value
-
-
-def offset_or_none(raw: str | None, field: str) -> str | None:
-    """A stream offset from a query parameter (``<ms>-<seq>``); 400 naming ``field``."""
-    if raw is None or raw == "":
-        return None
-    if not OFFSET_RE.match(raw):
-        raise serializers.ValidationError({field: ["Not an offset: expected <ms>-<seq>."]})
-    return raw
 
 
 class RetryBackoffSerializer(StrictSerializer):
@@ -125,17 +147,26 @@ class StatsSerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field({"type": "string", "pattern": STREAM_ID_PATTERN})
+class OffsetOutField(serializers.CharField):
+    """A message's offset in its stream, ``<ms>-<seq>``, as answers show it."""
+
+
 class StoredMessageSerializer(serializers.Serializer):
     """A message as a non-leasing read shows it (no ack_id, no delivery_attempt)."""
 
     id = serializers.CharField()
-    body = serializers.JSONField(required=False, help_text="Absent for binary bodies.")
-    body_base64 = serializers.CharField(required=False, help_text="Only for binary bodies.")
-    attributes = serializers.DictField(child=serializers.CharField())
+    body = serializers.JSONField(
+        required=False, allow_null=True, help_text="Absent for binary bodies."
+    )
+    body_base64 = serializers.CharField(
+        required=False, allow_blank=True, help_text="Only for binary bodies."
+    )
+    attributes = serializers.DictField(child=serializers.CharField(allow_blank=True))
     key = serializers.CharField(allow_null=True)
     publish_time = serializers.DateTimeField()
     partition = serializers.IntegerField()
-    offset = serializers.CharField()
+    offset = OffsetOutField()
 
 
 class PeekedMessageSerializer(StoredMessageSerializer):
@@ -237,11 +268,7 @@ class QueueListCreateView(QueueView):
 
     @extend_schema(
         operation_id="queues_list",
-        parameters=[
-            OpenApiParameter("limit", int, description="1..200, default 50"),
-            OpenApiParameter("cursor", str),
-        ],
-        responses={200: page_of("Queue", QueueOutputSerializer), **INVALID, **AUTH_ERRORS},
+        responses={200: page_of("Queue", QueueOutputSerializer)},
         description="The tenant's queues by name; a key limited to some resources sees those.",
     )
     def get(self, request: Request) -> Response:
@@ -260,12 +287,11 @@ class QueueListCreateView(QueueView):
         request=InputSerializer,
         responses={
             201: QueueOutputSerializer,
-            **INVALID,
-            **AUTH_ERRORS,
+            400: problem("invalid_request: a field is invalid, or dead_letter_queue is no queue"),
             403: problem("forbidden (scope or resource) or quota_exceeded (too many queues)"),
             409: problem("conflict: a queue of that name exists"),
-            **UNAVAILABLE,
         },
+        description="Creates a queue; a dead-letter queue must exist already.",
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -297,12 +323,7 @@ class QueueDetailView(QueueView):
     @extend_schema(
         operation_id="queues_retrieve",
         description="The queue's settings and its live message counts.",
-        responses={
-            200: QueueDetailOutputSerializer,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
-        },
+        responses={200: QueueDetailOutputSerializer},
     )
     def get(self, request: Request, queue: str) -> Response:
         row = self.get_queue(queue)
@@ -312,7 +333,10 @@ class QueueDetailView(QueueView):
     @extend_schema(
         operation_id="queues_update",
         request=InputSerializer,
-        responses={200: QueueOutputSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        responses={
+            200: QueueOutputSerializer,
+            400: problem("invalid_request: a field is invalid, or dead_letter_queue is no queue"),
+        },
         description="Changes the given settings; the name cannot change.",
     )
     def patch(self, request: Request, queue: str) -> Response:
@@ -330,8 +354,6 @@ class QueueDetailView(QueueView):
         operation_id="queues_destroy",
         responses={
             204: None,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
             409: problem("conflict: the queue is the dead-letter queue of another"),
         },
         description="Deletes the queue and all its messages.",
@@ -350,9 +372,6 @@ class QueuePurgeView(QueueView):
         request=None,
         responses={
             200: inline_serializer("QueuePurged", {"purged": serializers.IntegerField()}),
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
         },
         description="Deletes every stored and delayed message of the queue (manage scope).",
     )
@@ -373,7 +392,12 @@ class QueueRedriveView(QueueView):
             help_text="The queue to move them to; default: each message's source queue.",
         )
         max_messages = StrictIntegerField(
-            min_value=1, required=False, allow_null=True, default=None
+            min_value=1,
+            max_value=MAX_INT64,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="At most this many (default: all of them).",
         )
 
         class Meta:
@@ -393,10 +417,7 @@ class QueueRedriveView(QueueView):
                     ),
                 },
             ),
-            **INVALID,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
+            400: problem("invalid_request: a field is invalid, or to is no other queue"),
         },
         description="Moves dead letters back, without their op-* attributes (manage scope).",
     )
@@ -421,29 +442,27 @@ class QueuePeekView(QueueView):
     scope_map = {"GET": "consume"}
 
     class QuerySerializer(serializers.Serializer):
-        limit = serializers.IntegerField(min_value=1, max_value=PEEK_MAX, default=PEEK_DEFAULT)
-        after = serializers.CharField(required=False, allow_blank=True)
+        limit = QueryIntegerField(
+            min_value=1,
+            max_value=PEEK_MAX,
+            default=PEEK_DEFAULT,
+            help_text=f"1..{PEEK_MAX}, default {PEEK_DEFAULT}.",
+        )
+        after = OffsetField(required=False, help_text="Start after this offset (a page's next).")
 
     @extend_schema(
         operation_id="queues_messages_peek",
-        parameters=[
-            OpenApiParameter("limit", int, description=f"1..{PEEK_MAX}, default {PEEK_DEFAULT}"),
-            OpenApiParameter("after", str, description="Start after this offset (a page's next)"),
-        ],
+        parameters=[QuerySerializer],
         responses={
             200: inline_serializer(
                 "QueuePeek",
                 {
                     "messages": PeekedMessageSerializer(many=True),
-                    "next": serializers.CharField(
+                    "next": OffsetOutField(
                         allow_null=True, help_text="Pass as after for the next page."
                     ),
                 },
             ),
-            **INVALID,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
         },
         description="The queue's stored messages in order, with their state; leases nothing.",
     )
@@ -452,7 +471,7 @@ class QueuePeekView(QueueView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit = query.validated_data["limit"]
-        after = offset_or_none(query.validated_data.get("after"), "after")
+        after = query.validated_data.get("after")
         consumer = queue_consumer(str(self.tenant.id), selectors.queue_document(row))
         messages = streams.peek(get_redis(), consumer, limit=limit, after=after)
         more = len(messages) == limit

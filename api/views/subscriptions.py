@@ -9,17 +9,16 @@ message of its topic, so a key must not be able to open one on a topic it may no
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.pagination import paginate
-from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, page_of, problem
+from api.schema import attributes_schema, page_of, problem
 from api.views.base import TenantAPIView
 from api.views.queues import (
     NameField,
@@ -38,12 +37,22 @@ from queues.engine.targets import subscription_consumer
 from queues.models import MAX_DELIVERY_ATTEMPTS, MAX_VISIBILITY_TIMEOUT, StartAt, Subscription
 from tenants.principals import Principal
 
-RFC3339 = re.compile(r"\A\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)\Z")
+# ASCII digits ([0-9], not \d: that is any Unicode digit); any number of fraction digits, a
+# leap second, lower-case t and z, as RFC 3339 allows (and a space for the T, as it notes).
+RFC3339 = re.compile(
+    r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
+)
 SEEK_HELP = '"earliest", "latest" or an RFC 3339 time'
 
 
+@extend_schema_field(attributes_schema())
+class FilterAttributesField(serializers.DictField):
+    pass
+
+
 class FilterSerializer(StrictSerializer):
-    attributes = serializers.DictField(
+    attributes = FilterAttributesField(
         child=StrictCharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text="Deliver only messages that carry all these attributes with these values.",
@@ -56,6 +65,8 @@ class FilterSerializer(StrictSerializer):
             raise serializers.ValidationError(
                 f"Attribute names are 1 to {MAX_ATTRIBUTE_KEY} characters."
             )
+        if any("\x00" in name for name in value):  # PostgreSQL's jsonb refuses NUL in text
+            raise serializers.ValidationError("Attribute names may not contain NUL (\\u0000).")
         return value
 
 
@@ -134,15 +145,7 @@ class SubscriptionListCreateView(SubscriptionView):
 
     @extend_schema(
         operation_id="subscriptions_list",
-        parameters=[
-            OpenApiParameter("limit", int, description="1..200, default 50"),
-            OpenApiParameter("cursor", str),
-        ],
-        responses={
-            200: page_of("Subscription", SubscriptionOutputSerializer),
-            **INVALID,
-            **AUTH_ERRORS,
-        },
+        responses={200: page_of("Subscription", SubscriptionOutputSerializer)},
         description="The tenant's subscriptions by name; a key limited to some resources sees "
         "those it covers by name or by topic.",
     )
@@ -163,14 +166,15 @@ class SubscriptionListCreateView(SubscriptionView):
         request=InputSerializer,
         responses={
             201: SubscriptionOutputSerializer,
-            **INVALID,
-            **AUTH_ERRORS,
+            400: problem(
+                "invalid_request: a field is invalid, topic is no topic or dead_letter_queue "
+                "no queue"
+            ),
             403: problem(
                 "forbidden (scope, or the key does not cover the topic or dead-letter queue) "
                 "or quota_exceeded (too many subscriptions)"
             ),
             409: problem("conflict: a subscription of that name exists"),
-            **UNAVAILABLE,
         },
         description="Receives every message published to the topic from now on (or every "
         "retained one with start_at earliest) that matches its filter.",
@@ -205,12 +209,7 @@ class SubscriptionDetailView(SubscriptionView):
     @extend_schema(
         operation_id="subscriptions_retrieve",
         description="The subscription's settings and its live message counts.",
-        responses={
-            200: SubscriptionDetailOutputSerializer,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
-        },
+        responses={200: SubscriptionDetailOutputSerializer},
     )
     def get(self, request: Request, subscription: str) -> Response:
         sub = self.get_subscription(subscription)
@@ -220,7 +219,10 @@ class SubscriptionDetailView(SubscriptionView):
     @extend_schema(
         operation_id="subscriptions_update",
         request=InputSerializer,
-        responses={200: SubscriptionOutputSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        responses={
+            200: SubscriptionOutputSerializer,
+            400: problem("invalid_request: a field is invalid, or dead_letter_queue is no queue"),
+        },
         description="Changes the given settings; name, topic and start_at cannot change.",
     )
     def patch(self, request: Request, subscription: str) -> Response:
@@ -236,7 +238,7 @@ class SubscriptionDetailView(SubscriptionView):
 
     @extend_schema(
         operation_id="subscriptions_destroy",
-        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
+        responses={204: None},
         description="Deletes the subscription and its leases; the topic's log is untouched.",
     )
     def delete(self, request: Request, subscription: str) -> Response:
@@ -247,22 +249,55 @@ class SubscriptionDetailView(SubscriptionView):
         return Response(status=204)
 
 
-@extend_schema_field(OpenApiTypes.STR)
+def parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 date-time as an aware UTC datetime; None when it is not one. A leap second
+    is the second after :59; a time whose UTC instant is beyond Python's years 1..9999 (as
+    9999-12-31T23:59:59-23:59 is) becomes the first or last representable one, which seeks
+    exactly the same (to before, or after, every message)."""
+    match = RFC3339.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = match.groups()[6:]
+    if int(offset_hours or 0) > 23 or int(offset_minutes or 0) > 59 or second > 60:
+        return None
+    try:
+        local = datetime(year, month, day, hour, minute, min(second, 59))
+    except ValueError:  # no such date or time
+        return None
+    offset = timedelta(hours=int(offset_hours or 0), minutes=int(offset_minutes or 0))
+    if sign == "-":
+        offset = -offset
+    after = timedelta(
+        seconds=second - min(second, 59), microseconds=int((fraction or "0")[:6].ljust(6, "0"))
+    )
+    try:
+        return (local + after - offset).replace(tzinfo=UTC)
+    except OverflowError:
+        return (datetime.min if offset > after else datetime.max).replace(tzinfo=UTC)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": ["earliest", "latest"]},
+            {"type": "string", "format": "date-time"},
+        ]
+    }
+)
 class SeekTargetField(serializers.Field):
-    """``earliest``, ``latest`` or an RFC 3339 time (with its offset) → str or aware datetime."""
+    """``earliest``, ``latest`` or an RFC 3339 time (with its offset) → str or aware UTC
+    datetime."""
 
     default_error_messages = {"invalid": f"Expected {SEEK_HELP}."}
 
     def to_internal_value(self, data: Any) -> str | datetime:
         if data in ("earliest", "latest"):
             return str(data)
-        if not isinstance(data, str) or not RFC3339.match(data):
+        moment = parse_rfc3339(data) if isinstance(data, str) else None
+        if moment is None:
             self.fail("invalid")
-        try:
-            return datetime.fromisoformat(data.upper().replace("Z", "+00:00"))
-        except ValueError:
-            self.fail("invalid")
-        raise AssertionError  # unreachable: fail() raises
+        return moment
 
     def to_representation(self, value: str | datetime) -> str:
         if isinstance(value, datetime):
@@ -294,13 +329,7 @@ class SubscriptionSeekView(SubscriptionView):
     @extend_schema(
         operation_id="subscriptions_seek",
         request=InputSerializer,
-        responses={
-            200: OutputSerializer,
-            **INVALID,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
-        },
+        responses={200: OutputSerializer},
         description="Replays (or skips) the retained log from that point: every message "
         "published at or after it is delivered (again); leases in flight are dropped. "
         "Consume scope.",

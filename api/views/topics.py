@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.pagination import paginate
-from api.schema import AUTH_ERRORS, INVALID, NOT_FOUND, UNAVAILABLE, page_of, problem
+from api.schema import page_of, problem
 from api.views.base import TenantAPIView
 from api.views.queues import (
     MAX_RETENTION,
     MIN_RETENTION,
     NameField,
+    OffsetField,
+    OffsetOutField,
+    QueryIntegerField,
     StoredMessageSerializer,
     StrictIntegerField,
     StrictSerializer,
-    offset_or_none,
     visible,
 )
 from openplatform.errors import InvalidRequest
@@ -82,11 +84,7 @@ class TopicListCreateView(TopicView):
 
     @extend_schema(
         operation_id="topics_list",
-        parameters=[
-            OpenApiParameter("limit", int, description="1..200, default 50"),
-            OpenApiParameter("cursor", str),
-        ],
-        responses={200: page_of("Topic", TopicOutputSerializer), **INVALID, **AUTH_ERRORS},
+        responses={200: page_of("Topic", TopicOutputSerializer)},
         description="The tenant's topics by name; a key limited to some resources sees those.",
     )
     def get(self, request: Request) -> Response:
@@ -105,8 +103,6 @@ class TopicListCreateView(TopicView):
         request=InputSerializer,
         responses={
             201: TopicOutputSerializer,
-            **INVALID,
-            **AUTH_ERRORS,
             403: problem("forbidden (scope or resource) or quota_exceeded (too many topics)"),
             409: problem("conflict: a topic of that name exists"),
         },
@@ -136,7 +132,7 @@ class TopicDetailView(TopicView):
     @extend_schema(
         operation_id="topics_retrieve",
         description="The topic's settings.",
-        responses={200: TopicOutputSerializer, **AUTH_ERRORS, **NOT_FOUND},
+        responses={200: TopicOutputSerializer},
     )
     def get(self, request: Request, topic: str) -> Response:
         return Response(topic_data(self.get_topic(topic)))
@@ -144,7 +140,7 @@ class TopicDetailView(TopicView):
     @extend_schema(
         operation_id="topics_update",
         request=InputSerializer,
-        responses={200: TopicOutputSerializer, **INVALID, **AUTH_ERRORS, **NOT_FOUND},
+        responses={200: TopicOutputSerializer},
         description="Only the retention can change: more partitions would break per-key order.",
     )
     def patch(self, request: Request, topic: str) -> Response:
@@ -161,7 +157,7 @@ class TopicDetailView(TopicView):
 
     @extend_schema(
         operation_id="topics_destroy",
-        responses={204: None, **AUTH_ERRORS, **NOT_FOUND},
+        responses={204: None},
         description="Deletes the topic, its subscriptions and all their messages.",
     )
     def delete(self, request: Request, topic: str) -> Response:
@@ -176,33 +172,39 @@ class TopicLogView(TopicView):
     scope_map = {"GET": "consume"}
 
     class QuerySerializer(serializers.Serializer):
-        partition = serializers.IntegerField(min_value=0, default=0)
-        after = serializers.CharField(required=False, allow_blank=True)
-        limit = serializers.IntegerField(min_value=1, max_value=LOG_MAX, default=LOG_DEFAULT)
+        partition = QueryIntegerField(
+            min_value=0,
+            max_value=MAX_PARTITIONS - 1,
+            default=0,
+            help_text="0..partitions-1, default 0.",
+        )
+        after = OffsetField(required=False, help_text="Start after this offset (a page's next).")
+        limit = QueryIntegerField(
+            min_value=1,
+            max_value=LOG_MAX,
+            default=LOG_DEFAULT,
+            help_text=f"1..{LOG_MAX}, default {LOG_DEFAULT}.",
+        )
 
     @extend_schema(
         operation_id="topics_messages_read",
-        parameters=[
-            OpenApiParameter("partition", int, description="0..partitions-1, default 0"),
-            OpenApiParameter("after", str, description="Start after this offset (a page's next)"),
-            OpenApiParameter("limit", int, description=f"1..{LOG_MAX}, default {LOG_DEFAULT}"),
-        ],
+        parameters=[QuerySerializer],
         responses={
             200: inline_serializer(
                 "TopicLog",
                 {
                     "messages": StoredMessageSerializer(many=True),
-                    "next": serializers.CharField(
+                    "next": OffsetOutField(
                         allow_null=True,
                         help_text="Pass as after for the next page; null when this page "
                         "reached the end of the log (keep the last offset to poll again).",
                     ),
                 },
             ),
-            **INVALID,
-            **AUTH_ERRORS,
-            **NOT_FOUND,
-            **UNAVAILABLE,
+            400: problem(
+                "invalid_request: a parameter is invalid, or partition is not below "
+                "the topic's partitions"
+            ),
         },
         description="A partition's retained messages in publish order (consume scope).",
     )
@@ -221,7 +223,7 @@ class TopicLogView(TopicView):
             str(self.tenant.id),
             str(row.id),
             partition=partition,
-            after=offset_or_none(query.validated_data.get("after"), "after"),
+            after=query.validated_data.get("after"),
             limit=limit,
         )
         more = len(messages) == limit

@@ -5,6 +5,7 @@ async entry points share everything but the await."""
 from __future__ import annotations
 
 import itertools
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,39 @@ from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
 MAX_PULL = 100
 MAX_ACK_IDS = 1000
 _round_robin = itertools.count()
+
+
+def _decimal_at_most(top: int) -> str:
+    """A regex of the decimals 0..``top`` in canonical form (ASCII digits, no leading zeros),
+    so that one pattern can both validate and be published in the OpenAPI schema."""
+    digits = str(top)
+    alternatives = ["0"]
+    if len(digits) > 1:
+        alternatives.append(f"[1-9][0-9]{{0,{len(digits) - 2}}}")
+    for i, digit in enumerate(digits):
+        low, high = (1 if i == 0 else 0), int(digit) - 1
+        if high >= low:
+            span = str(low) if low == high else f"[{low}-{high}]"
+            rest = len(digits) - i - 1
+            alternatives.append(digits[:i] + span + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+#: A stream id (a message's offset), ``<ms>-<seq>``: each part below 2**64, as Redis requires.
+#: Anchored with ^ and $ for the OpenAPI schema (ECMA 262); always matched with re.fullmatch,
+#: so a trailing newline does not slip through $.
+_U64 = _decimal_at_most(2**64 - 1)
+STREAM_ID_PATTERN = f"^{_U64}-{_U64}$"
+#: An ack id as pull hands it out: ``<partition>.<offset>.<delivery attempt>``.
+ACK_ID_PATTERN = rf"^(0|[1-9][0-9]?)\.({_U64}-{_U64})\.([1-9][0-9]{{0,18}})$"
+_STREAM_ID = re.compile(STREAM_ID_PATTERN)
+_ACK_ID = re.compile(ACK_ID_PATTERN)
+
+
+def is_stream_id(value: object) -> bool:
+    """Whether ``value`` is a stream id Redis accepts (an offset to read after)."""
+    return isinstance(value, str) and _STREAM_ID.fullmatch(value) is not None
 
 
 class Gone(NotFound):
@@ -242,7 +276,9 @@ async def apull(
 
 
 def parse_ack_ids(ack_ids: Any, partitions: int) -> list[tuple[int, str, int]]:
-    """``<partition>.<offset>.<attempt>`` → tuples; 400 naming every malformed one."""
+    """``<partition>.<offset>.<attempt>`` → tuples; 400 naming every malformed one: not of
+    ACK_ID_PATTERN (ASCII digits, offsets within Redis's 64-bit stream ids; Unicode digits
+    that ``int()`` would take are refused), or of a partition the consumer does not have."""
     if not isinstance(ack_ids, list) or not 1 <= len(ack_ids) <= MAX_ACK_IDS:
         raise InvalidRequest(
             f"ack_ids must be a list of 1 to {MAX_ACK_IDS} ack ids.",
@@ -251,15 +287,8 @@ def parse_ack_ids(ack_ids: Any, partitions: int) -> list[tuple[int, str, int]]:
     parsed: list[tuple[int, str, int]] = []
     problems = []
     for index, ack_id in enumerate(ack_ids):
-        try:
-            if not isinstance(ack_id, str):
-                raise ValueError
-            p, offset, attempt = ack_id.split(".")
-            partition, tries = int(p), int(attempt)
-            ms, seq = offset.split("-")
-            if not (0 <= partition < partitions and tries >= 1 and ms.isdigit() and seq.isdigit()):
-                raise ValueError
-        except ValueError:
+        match = _ACK_ID.fullmatch(ack_id) if isinstance(ack_id, str) else None
+        if match is None or int(match[1]) >= partitions:
             problems.append(
                 {
                     "index": index,
@@ -268,7 +297,7 @@ def parse_ack_ids(ack_ids: Any, partitions: int) -> list[tuple[int, str, int]]:
                 }
             )
             continue
-        parsed.append((partition, offset, tries))
+        parsed.append((int(match[1]), match[2], int(match[3])))
     if problems:
         raise InvalidRequest(f"Invalid ack id at index {problems[0]['index']}.", errors=problems)
     return parsed

@@ -12,8 +12,9 @@ import orjson
 import redis
 from redis.exceptions import ResponseError
 
+from openplatform.errors import InvalidRequest
 from queues.engine import scripts
-from queues.engine.dataplane import Gone
+from queues.engine.dataplane import Gone, is_stream_id
 from queues.engine.messages import delivered, fields_dict
 from queues.engine.targets import (
     QUEUE_GROUP,
@@ -215,12 +216,29 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
 # --- reading without leasing ------------------------------------------------------------------
 
 
+def _after(after: str | None) -> str | None:
+    """XRANGE's start for the entries after offset ``after`` (all of them when None; None when
+    nothing can follow it). An offset Redis would refuse (not ``<ms>-<seq>`` of ASCII digits
+    below 2**64) is a 400 naming ``after``, not a ResponseError."""
+    if after is None:
+        return "-"
+    if not is_stream_id(after):
+        raise InvalidRequest(
+            "after: not an offset (<ms>-<seq>).",
+            errors=[{"field": "after", "detail": "Not an offset: expected <ms>-<seq>."}],
+        )
+    if after == f"{MAX_ID}-{MAX_ID}":
+        return None  # the last stream id there is; Redis refuses an interval after it
+    return f"({after}"
+
+
 def peek(
     client: redis.Redis, c: Consumer, *, limit: int, after: str | None = None
 ) -> list[dict[str, Any]]:
     """The queue's stored messages in order, with their state, leasing nothing."""
     stream, lease = c.streams[0], c.leases[0]
-    entries = client.xrange(stream, min=f"({after}" if after else "-", count=limit)
+    start = _after(after)
+    entries = client.xrange(stream, min=start, count=limit) if start is not None else []
     if not entries:
         return []
     pipe = client.pipeline(transaction=False)
@@ -252,7 +270,8 @@ def log_read(
 ) -> list[dict[str, Any]]:
     """A topic partition's retained log from just after ``after``, in publish order."""
     stream = topic_partition_keys(tenant_id, topic_id, partition)["stream"]
-    entries = client.xrange(stream, min=f"({after}" if after else "-", count=limit)
+    start = _after(after)
+    entries = client.xrange(stream, min=start, count=limit) if start is not None else []
     out = []
     for entry_id, fields in entries:
         flat = [x for pair in fields.items() for x in pair]

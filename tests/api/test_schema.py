@@ -101,3 +101,23 @@ def test_docs_are_served_without_a_key() -> None:
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "statuses"),
+    [
+        ("/v1/keys", "get", {"400", "401", "403"}),
+        ("/v1/keys", "post", {"400", "401", "403"}),
+        ("/v1/keys/{key_id}", "get", {"401", "403", "404"}),
+        ("/v1/keys/{key_id}", "delete", {"401", "403", "404"}),
+        ("/v1/audit-events", "get", {"400", "401", "403"}),
+        ("/v1/usage", "get", {"400", "401", "403"}),
+    ],
+)
+def test_keys_and_audit_document_their_refusals(
+    schema: dict, path: str, method: str, statuses: set[str]
+) -> None:
+    """The 400 (a bad body or limit) and 403 (scope, resources, authority) answers of the keys
+    and audit endpoints are in the schema."""
+    responses = schema["paths"][path][method]["responses"]
+    assert statuses <= set(responses), set(responses)
