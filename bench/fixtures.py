@@ -26,6 +26,7 @@ from queues.engine import streams
 from queues.engine.targets import queue_keys
 from queues.models import Queue
 from tenants import services as tenant_services
+from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, Plan, Tenant, User
 
 ACTOR = "operator:bench"
@@ -72,7 +73,11 @@ def create_tenant(label: str, stamp: str, plan: Plan, queue_names: list[str]) ->
             name=f"Benchmark {label} {stamp}", owner_email=email, plan=plan, slug=slug, actor=ACTOR
         )
         key = tenant_services.key_create(
-            tenant=created.tenant, name="bench", scopes=list(ALL_SCOPES), actor=ACTOR
+            authority=OPERATOR,
+            tenant=created.tenant,
+            name="bench",
+            scopes=list(ALL_SCOPES),
+            actor=ACTOR,
         )
     tenant = BenchTenant(
         id=str(created.tenant.id),

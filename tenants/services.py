@@ -18,7 +18,7 @@ from django.utils.text import slugify
 from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from openplatform.redis_client import get_redis
 from openplatform.redis_keys import usage_key
-from tenants.authority import OPERATOR, Authority, check_grant
+from tenants.authority import Authority, check_grant
 from tenants.models import (
     ALL_SCOPES,
     ApiKey,
@@ -152,13 +152,14 @@ def key_create(
     resources: list[str] | None = None,
     expires_at: datetime | None = None,
     actor: str,
-    authority: Authority = OPERATOR,
+    authority: Authority,
 ) -> KeyCreated:
     """Issue an API key. The returned ``secret`` is the only copy of the token.
 
     ``authority`` is the caller's (tenants.authority): the new key must be within it, or this
-    raises Forbidden and stores nothing. API and console callers always pass it; the default,
-    OPERATOR, is for operator code (manage.py commands, the admin, the demo)."""
+    raises Forbidden and stores nothing. It has no default, so no caller is unlimited by
+    forgetting it: operator code (manage.py commands, the demo) passes
+    ``tenants.authority.OPERATOR``."""
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidRequest("A key needs a name of 1 to 100 characters.", errors=_field("name"))
@@ -207,14 +208,12 @@ def key_create(
 
 
 @transaction.atomic
-def key_revoke(
-    *, tenant: Tenant, key_id: str, actor: str, authority: Authority = OPERATOR
-) -> ApiKey:
+def key_revoke(*, tenant: Tenant, key_id: str, actor: str, authority: Authority) -> ApiKey:
     """Revoke a key everywhere (within one hot-cache TTL). Revoking twice is harmless.
 
     A key beyond the caller's ``authority`` is NotFound, exactly like one that does not
-    exist (a limited caller never learns of keys it could not have made). The default,
-    OPERATOR, is for operator code only."""
+    exist (a limited caller never learns of keys it could not have made). Required, like
+    key_create's: operator code passes ``tenants.authority.OPERATOR``."""
     try:
         key = ApiKey.objects.for_tenant(tenant).select_for_update().get(pk=key_id)
     except (ApiKey.DoesNotExist, ValueError, ValidationError) as exc:

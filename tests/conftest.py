@@ -14,6 +14,7 @@ from django.test import Client
 from openplatform.hotcache import forget_all_local
 from openplatform.redis_client import get_redis, reset_clients
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, Tenant
 
 
@@ -42,6 +43,7 @@ class TenantCtx:
 def make_tenant(name: str, **key_options: Any) -> TenantCtx:
     created = services.tenant_create(name=name, owner_email=f"owner@{name.lower()}.test")
     key = services.key_create(
+        authority=OPERATOR,
         tenant=created.tenant,
         name="all",
         scopes=key_options.pop("scopes", list(ALL_SCOPES)),
@@ -69,6 +71,11 @@ def globex(db: Any) -> TenantCtx:
 def key_for(ctx: TenantCtx, scopes: list[str], resources: list[str] | None = None) -> Client:
     """A client for a new key of ctx's tenant with just these scopes and resources."""
     created = services.key_create(
-        tenant=ctx.tenant, name="limited", scopes=scopes, resources=resources or [], actor="test"
+        authority=OPERATOR,
+        tenant=ctx.tenant,
+        name="limited",
+        scopes=scopes,
+        resources=resources or [],
+        actor="test",
     )
     return ctx.with_key(created.secret)

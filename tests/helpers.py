@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.test import Client
 
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey
 from tenants.services import KeyCreated
 from tests.conftest import TenantCtx
@@ -43,6 +44,7 @@ def new_key(
 ) -> KeyCreated:
     """A new key of ctx's tenant (all scopes unless told otherwise)."""
     return services.key_create(
+        authority=OPERATOR,
         tenant=ctx.tenant,
         name=name,
         scopes=scopes or ["publish", "consume", "manage"],

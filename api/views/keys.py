@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -89,10 +90,16 @@ class KeyListCreateView(KeyAPIView):
     class InputSerializer(StrictSerializer):
         name = StrictCharField(max_length=100)
         scopes = serializers.ListField(
-            child=serializers.ChoiceField(choices=ALL_SCOPES), allow_empty=False
+            child=serializers.ChoiceField(choices=ALL_SCOPES),
+            allow_empty=False,
+            min_length=1,
+            max_length=len(ALL_SCOPES),
         )
         resources = serializers.ListField(
-            child=StrictCharField(max_length=200),
+            # the service's own pattern, so the schema states exactly what is accepted
+            child=StrictCharField(
+                max_length=200, validators=[RegexValidator(services.RESOURCE_PATTERN)]
+            ),
             required=False,
             default=list,
             help_text="Patterns like queue:orders or topic:events.*; omitted or empty: every "

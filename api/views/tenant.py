@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -64,7 +65,7 @@ class UsageOutputSerializer(serializers.Serializer):
 
 
 def _parse_time(raw: str | None, name: str, default: datetime) -> datetime:
-    if not raw:
+    if raw is None:  # absent; an empty ?to= is a value, and not a time
         return default
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -100,8 +101,10 @@ class UsageView(TenantWideView):
     @extend_schema(
         operation_id="usage_list",
         parameters=[
-            OpenApiParameter("from", str, description="RFC 3339; default 24 hours ago"),
-            OpenApiParameter("to", str, description="RFC 3339; default now"),
+            OpenApiParameter(
+                "from", OpenApiTypes.DATETIME, description="RFC 3339; default 24 hours ago"
+            ),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="RFC 3339; default now"),
             OpenApiParameter("granularity", str, enum=["hour", "day"]),
         ],
         responses={

@@ -19,6 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from openplatform.asgi import application
 from queues import services as queue_services
 from tenants import principals, services
+from tenants.authority import OPERATOR
 from tests.conftest import TenantCtx, make_tenant
 from tests.helpers import assert_problem, new_key
 
@@ -116,7 +117,9 @@ def test_unknown_and_revoked_keys_make_no_query_when_warm(
     with a revoked key, is answered 401 without one PostgreSQL query."""
     with django_capture_on_commit_callbacks(execute=True):
         revoked = new_key(acme)
-        services.key_revoke(tenant=acme.tenant, key_id=str(revoked.key.id), actor="test")
+        services.key_revoke(
+            authority=OPERATOR, tenant=acme.tenant, key_id=str(revoked.key.id), actor="test"
+        )
     get_tenant(unknown_key(0), address="198.51.100.8")  # warms the index
 
     with CaptureQueriesContext(connection) as queries:

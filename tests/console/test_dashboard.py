@@ -14,6 +14,7 @@ from queues.engine.messages import now_ms, validate_batch
 from queues.engine.targets import queue_consumer, queue_destination
 from queues.models import Queue
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey
 from tests.conftest import TenantCtx
 
@@ -37,7 +38,9 @@ def build(ctx: TenantCtx, prefix: str) -> None:
     queue_services.subscription_create(
         tenant=ctx.tenant, actor="test", name=f"{prefix}-audit", topic=f"{prefix}-events"
     )
-    services.key_create(tenant=ctx.tenant, name=f"{prefix}-ci", scopes=["publish"], actor="test")
+    services.key_create(
+        authority=OPERATOR, tenant=ctx.tenant, name=f"{prefix}-ci", scopes=["publish"], actor="test"
+    )
 
 
 def test_dashboard_shows_this_tenants_resources(
@@ -102,8 +105,12 @@ def test_queue_stats_are_live(acme: TenantCtx, owner: Client) -> None:
 
 def test_revoked_keys_are_marked(acme: TenantCtx, owner: Client) -> None:
     """A revoked key stays listed, marked revoked and without a revoke button."""
-    created = services.key_create(tenant=acme.tenant, name="old", scopes=["consume"], actor="test")
-    services.key_revoke(tenant=acme.tenant, key_id=str(created.key.id), actor="test")
+    created = services.key_create(
+        authority=OPERATOR, tenant=acme.tenant, name="old", scopes=["consume"], actor="test"
+    )
+    services.key_revoke(
+        authority=OPERATOR, tenant=acme.tenant, key_id=str(created.key.id), actor="test"
+    )
     response = owner.get("/")
     statuses = {row.item.name: row.status for row in response.context["keys"]}
     assert statuses == {"old": "revoked", "all": "active"}

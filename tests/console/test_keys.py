@@ -9,6 +9,7 @@ from django.test import Client
 
 from openplatform.errors import Unauthenticated
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx
@@ -83,7 +84,9 @@ def test_bad_resource_pattern_is_shown(acme: TenantCtx, owner: Client) -> None:
 def test_revoke_asks_then_revokes(acme: TenantCtx, owner: Client) -> None:
     """GET shows a confirmation naming the key; POST revokes it, audits it and the API
     refuses the key from then on."""
-    created = services.key_create(tenant=acme.tenant, name="old", scopes=["consume"], actor="test")
+    created = services.key_create(
+        authority=OPERATOR, tenant=acme.tenant, name="old", scopes=["consume"], actor="test"
+    )
     url = f"/keys/{created.key.id}/revoke/"
     confirm = owner.get(url)
     assert confirm.status_code == 200
@@ -127,6 +130,7 @@ def test_malformed_key_id_is_a_404(acme: TenantCtx, owner: Client) -> None:
 def test_revoke_confirmation_names_the_keys_resources(acme: TenantCtx, owner: Client) -> None:
     """The confirmation shows what the key reaches, so the owner knows what stops working."""
     created = services.key_create(
+        authority=OPERATOR,
         tenant=acme.tenant,
         name="orders",
         scopes=["publish"],

@@ -12,6 +12,7 @@ from openplatform.redis_client import get_redis
 from queues import services as queue_services
 from queues.models import Queue, Subscription, Topic
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx
@@ -35,7 +36,9 @@ def furnished(acme: TenantCtx) -> str:
     """Acme with a queue, a topic and a second key; returns that key's id."""
     queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders")
     queue_services.topic_create(tenant=acme.tenant, actor="test", name="events")
-    created = services.key_create(tenant=acme.tenant, name="ci", scopes=["publish"], actor="test")
+    created = services.key_create(
+        authority=OPERATOR, tenant=acme.tenant, name="ci", scopes=["publish"], actor="test"
+    )
     return str(created.key.id)
 
 

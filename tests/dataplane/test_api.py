@@ -21,6 +21,7 @@ from queues.engine import dataplane
 from queues.engine.messages import now_ms
 from queues.engine.targets import queue_consumer, queue_keys
 from queues.engine.waiters import get_notifier
+from tenants.authority import OPERATOR
 from tests.conftest import TenantCtx, key_for, make_tenant
 from tests.helpers import assert_problem
 
@@ -328,7 +329,7 @@ class TestIsolationAndScopes:
         from tenants.services import key_revoke
 
         with django_capture_on_commit_callbacks(execute=True):
-            key_revoke(tenant=orders.tenant, key_id=key, actor="test")
+            key_revoke(authority=OPERATOR, tenant=orders.tenant, key_id=key, actor="test")
         time.sleep(0.06)
         assert_problem(
             post(orders.client, "/v1/queues/orders/messages", {"body": 2}), 401, "unauthenticated"

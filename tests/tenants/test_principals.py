@@ -15,6 +15,7 @@ from openplatform.errors import Forbidden, RateLimited, Unauthenticated
 from openplatform.hotcache import HotCache, forget_all_local
 from openplatform.redis_client import get_async_redis, get_redis
 from tenants import principals, services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey
 from tenants.principals import (
     LAST_USED_KEY,
@@ -246,7 +247,9 @@ def test_revocation_reaches_this_process_and_a_fresh_one(
     authenticate(header)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.key_revoke(tenant=acme.tenant, key_id=str(created.key.id), actor="test")
+        services.key_revoke(
+            authority=OPERATOR, tenant=acme.tenant, key_id=str(created.key.id), actor="test"
+        )
 
     with pytest.raises(Unauthenticated, match="revoked"):
         authenticate(header)

@@ -138,7 +138,7 @@ def test_key_create_rejects_and_stores_nothing(acme: TenantCtx, options: dict, f
     before = counts()
 
     with pytest.raises(InvalidRequest) as raised:
-        services.key_create(tenant=acme.tenant, actor="test", **arguments)
+        services.key_create(authority=OPERATOR, tenant=acme.tenant, actor="test", **arguments)
 
     assert [error["field"] for error in raised.value.errors] == [field]
     assert counts() == before
@@ -181,9 +181,13 @@ def test_key_revoke_sets_revoked_at_once(
     victim = new_key(acme, name="victim")
 
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.key_revoke(tenant=acme.tenant, key_id=str(victim.key.id), actor="op")
+        first = services.key_revoke(
+            authority=OPERATOR, tenant=acme.tenant, key_id=str(victim.key.id), actor="op"
+        )
     with django_capture_on_commit_callbacks(execute=True):
-        second = services.key_revoke(tenant=acme.tenant, key_id=str(victim.key.id), actor="op")
+        second = services.key_revoke(
+            authority=OPERATOR, tenant=acme.tenant, key_id=str(victim.key.id), actor="op"
+        )
 
     assert first.revoked_at is not None
     assert second.revoked_at == first.revoked_at
@@ -200,7 +204,9 @@ def test_key_revoke_of_another_tenants_key_is_not_found(acme: TenantCtx, globex:
     target = key_of(acme)
 
     with pytest.raises(NotFound):
-        services.key_revoke(tenant=globex.tenant, key_id=str(target.id), actor="test")
+        services.key_revoke(
+            authority=OPERATOR, tenant=globex.tenant, key_id=str(target.id), actor="test"
+        )
 
     target.refresh_from_db()
     assert target.revoked_at is None
@@ -285,7 +291,11 @@ def test_key_revoke_beyond_the_callers_authority_is_not_found(
 def test_operators_are_bounded_by_nothing(acme: TenantCtx) -> None:
     """The default authority is OPERATOR: manage.py and the admin mint and revoke anything."""
     created = services.key_create(
-        tenant=acme.tenant, name="root", scopes=list(ALL_SCOPES), actor="operator:cli"
+        authority=OPERATOR,
+        tenant=acme.tenant,
+        name="root",
+        scopes=list(ALL_SCOPES),
+        actor="operator:cli",
     )
     revoked = services.key_revoke(
         tenant=acme.tenant, key_id=str(created.key.id), actor="operator:cli", authority=OPERATOR

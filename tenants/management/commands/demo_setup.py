@@ -12,6 +12,7 @@ from django.db import transaction
 
 from openplatform.errors import Unauthenticated
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, Membership, Role, Tenant, User
 from tenants.principals import authenticate
 
@@ -49,7 +50,11 @@ class Command(BaseCommand):
         api_key = self._reusable(options["reuse_key"], str(tenant.id))
         if api_key is None:
             api_key = services.key_create(
-                tenant=tenant, name="demo key", scopes=list(ALL_SCOPES), actor="operator:demo"
+                authority=OPERATOR,
+                tenant=tenant,
+                name="demo key",
+                scopes=list(ALL_SCOPES),
+                actor="operator:demo",
             ).secret
         data = {
             "tenant": tenant.slug,

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from openplatform.errors import PlatformError
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.management.commands._output import emit
 from tenants.models import ALL_SCOPES, Tenant
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
             expires_at = datetime.now(UTC) + timedelta(days=options["expires_in_days"])
         try:
             created = services.key_create(
+                authority=OPERATOR,
                 tenant=tenant,
                 name=options["name"],
                 scopes=options["scope"] or list(ALL_SCOPES),

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from openplatform.errors import PlatformError
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ApiKey, Tenant
 
 
@@ -26,7 +27,9 @@ class Command(BaseCommand):
         match = ApiKey.objects.for_tenant(tenant).filter(prefix=ident).first()
         key_id = str(match.id) if match else options["key"]
         try:
-            key = services.key_revoke(tenant=tenant, key_id=key_id, actor="operator:cli")
+            key = services.key_revoke(
+                authority=OPERATOR, tenant=tenant, key_id=key_id, actor="operator:cli"
+            )
         except PlatformError as exc:
             raise CommandError(exc.detail) from exc
         self.stdout.write(

@@ -10,6 +10,7 @@ from django.db import transaction
 
 from openplatform.errors import PlatformError
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.management.commands._output import emit
 from tenants.models import ALL_SCOPES, Plan
 
@@ -42,6 +43,7 @@ class Command(BaseCommand):
                     actor="operator:cli",
                 )
                 key = services.key_create(
+                    authority=OPERATOR,
                     tenant=created.tenant,
                     name="owner key",
                     scopes=list(ALL_SCOPES),

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from tenants import services
+from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, ApiKey, AuditEvent, Membership, Tenant, User
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx
@@ -91,10 +92,16 @@ def test_demo_setup_does_not_reuse_an_unusable_key(
     tenant, a key without every scope, and a string that is not a key."""
     run("--password", PASSWORD)
     demo = Tenant.objects.get(slug="demo")
-    narrow = services.key_create(tenant=demo, name="narrow", scopes=["publish"], actor="test")
-    revoked = services.key_create(tenant=demo, name="revoked", scopes=ALL_SCOPES, actor="test")
+    narrow = services.key_create(
+        authority=OPERATOR, tenant=demo, name="narrow", scopes=["publish"], actor="test"
+    )
+    revoked = services.key_create(
+        authority=OPERATOR, tenant=demo, name="revoked", scopes=ALL_SCOPES, actor="test"
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        services.key_revoke(tenant=demo, key_id=str(revoked.key.id), actor="test")
+        services.key_revoke(
+            authority=OPERATOR, tenant=demo, key_id=str(revoked.key.id), actor="test"
+        )
 
     for unusable in (revoked.secret, acme.key, narrow.secret, "not-a-key"):
         keys = ApiKey.objects.for_tenant(demo).count()
