@@ -189,7 +189,8 @@ def visible(
 
 
 def stats_of(consumer: Any) -> dict[str, int]:
-    return streams.consumer_stats(get_redis(), consumer, now_ms())
+    (stats,) = streams.current_stats(get_redis(), [consumer], now_ms())
+    return stats
 
 
 # --- queues ---------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def _live_stats(consumers: list[Consumer]) -> list[dict[str, int]] | None:
         return []
     try:
         client, now = get_redis(), now_ms()
-        return [streams.consumer_stats(client, consumer, now) for consumer in consumers]
+        return streams.current_stats(client, consumers, now)
     except RedisError:
         return None
 

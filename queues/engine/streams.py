@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from openplatform.errors import InvalidRequest
-from queues.engine import scripts
+from queues.engine import dataplane, scripts
 from queues.engine.dataplane import Gone, is_stream_id
 from queues.engine.messages import delivered, fields_dict
 from queues.engine.targets import (
@@ -150,6 +150,30 @@ def subscription_drop(
 
 
 # --- stats ------------------------------------------------------------------------------------
+
+
+def current_stats(
+    client: redis.Redis, consumers: list[Consumer], now_ms: int
+) -> list[dict[str, int]]:
+    """:func:`consumer_stats` of each consumer as a pull would see it now: first the work that
+    is due is done (due delays join the stream, expired leases go to their backoff or, at
+    max_delivery_attempts, to the dead-letter queue), as beat does every few seconds, so an
+    expired lease with a backoff to wait out counts as delayed, not available, and a last
+    attempt is already a dead letter. (A filtered subscription still counts unread messages
+    its filter will skip as available: telling them apart would mean reading them.) One
+    pipelined round trip for the due work, one per consumer for the counts."""
+    if not consumers:
+        return []
+    calls = [dataplane.pull_call(c, 0, None, now_ms) for c in consumers]
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(scripts.PULL.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        if attempt or not any(isinstance(r, NoScriptError) for r in results):
+            break
+        client.script_load(scripts.PULL.source)  # Redis lost its script cache (a restart)
+    return [consumer_stats(client, c, now_ms) for c in consumers]
 
 
 def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, int]:

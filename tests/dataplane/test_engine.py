@@ -24,7 +24,7 @@ from queues.engine.targets import (
     topic_destination,
 )
 from tests.conftest import TenantCtx
-from tests.queues.helpers import bodies
+from tests.queues.helpers import bodies, publish_to_queue, queue_reader
 
 T0 = 1_800_000_000_000  # a fixed clock, in ms
 
@@ -376,6 +376,42 @@ class TestPurgeRedriveStats:
 
         assert (stats["available"], stats["in_flight"], stats["delayed"]) == (1, 0, 1)
         assert bodies(pull(consumer, 10, now=later)) == [1]
+
+    def test_current_stats_agree_with_the_next_pull(self, acme: TenantCtx) -> None:
+        """After a lease expires, current_stats does the due work first, as a pull would: with
+        a backoff to wait out the message counts as delayed (and a pull returns nothing), and
+        at max_delivery_attempts it is a dead letter, not available at the source."""
+        services.queue_create(tenant=acme.tenant, actor="test", name="parked")
+        services.queue_create(
+            tenant=acme.tenant,
+            actor="test",
+            name="slow",
+            visibility_timeout=1,
+            retry_backoff={"min_seconds": 5, "max_seconds": 5},
+        )
+        services.queue_create(
+            tenant=acme.tenant,
+            actor="test",
+            name="last",
+            visibility_timeout=1,
+            max_delivery_attempts=1,
+            dead_letter_queue="parked",
+        )
+        start = now_ms()
+        readers = {}
+        for name in ("slow", "last"):
+            publish_to_queue(acme, name, {"body": name}, now=start)
+            readers[name] = queue_reader(acme, name)
+            assert len(pull(readers[name], 10, now=start)) == 1
+        expired = start + 2_000
+        slow, last, parked = streams.current_stats(
+            get_redis(), [readers["slow"], readers["last"], queue_reader(acme, "parked")], expired
+        )
+
+        assert (slow["available"], slow["in_flight"], slow["delayed"]) == (0, 0, 1)
+        assert pull(readers["slow"], 10, now=expired) == []
+        assert (last["available"], last["in_flight"], last["delayed"]) == (0, 0, 0)
+        assert (parked["available"], parked["in_flight"], parked["delayed"]) == (1, 0, 0)
 
     def test_purge_removes_everything_and_offsets_stay_monotonic(self, acme: TenantCtx) -> None:
         """Purge removes stored and delayed messages; later offsets are larger than earlier."""
