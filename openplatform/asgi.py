@@ -11,6 +11,8 @@ import functools
 import os
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 from django.urls import Resolver404, ResolverMatch, resolve
 
@@ -22,6 +24,11 @@ from api.asgi import ApiASGIHandler, DataPlaneApp  # noqa: E402 - needs the apps
 
 api_application = ApiASGIHandler()
 data_plane_application = DataPlaneApp()
+# In development (DEBUG: `./dev up`) the web processes serve the static files too (the
+# admin's styles, Swagger UI's scripts), from the apps' static folders as runserver does. In
+# production nginx serves the collected files (deploy/nginx.conf), and this never runs:
+# Django's static view is meant for development only.
+static_application = ASGIStaticFilesHandler(django_application)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -53,5 +60,8 @@ async def application(scope: dict, receive: object, send: object) -> None:
                 await data_plane_application(scope, receive, send)
                 return
         await api_application(scope, receive, send)
+        return
+    if settings.DEBUG:  # /static/... from the apps' folders, everything else to Django
+        await static_application(scope, receive, send)
         return
     await django_application(scope, receive, send)

@@ -1,24 +1,41 @@
-"""Static files (the admin's, Swagger UI's, the console's) are served by every web process,
-with or without nginx in front: /v1/docs and /admin/ work under `./dev up`."""
+"""Static files (the admin's, Swagger UI's) under `./dev up`: in development (DEBUG) the web
+processes serve them from the apps' folders; in production nginx serves the collected files
+and the application answers 404 for them."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from django.test import Client, override_settings
+from django.test import override_settings
+
+from openplatform.asgi import application
+
+ASSETS = [
+    ("/static/admin/css/base.css", "text/css"),
+    ("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js", "text/javascript"),
+]
 
 
-@pytest.mark.parametrize(
-    ("path", "content_type"),
-    [
-        ("/static/admin/css/base.css", "text/css"),
-        ("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js", "text/javascript"),
-    ],
-)
-@override_settings(WHITENOISE_USE_FINDERS=True)  # as under DEBUG; production serves collected files
-def test_static_files_are_served(path: str, content_type: str) -> None:
-    """The assets the admin and /v1/docs load answer 200 with their media type."""
-    response = Client().get(path)
+async def get(path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        return await client.get(path)
+
+
+@pytest.mark.parametrize(("path", "content_type"), ASSETS)
+async def test_development_serves_static_files(path: str, content_type: str) -> None:
+    """With DEBUG on, the assets the admin and /v1/docs load answer 200 with their type."""
+    with override_settings(DEBUG=True):
+        response = await get(path)
 
     assert response.status_code == 200
-    assert response["Content-Type"].startswith(content_type)
-    assert b"".join(response.streaming_content)
+    assert response.headers["content-type"].startswith(content_type)
+    assert response.content
+
+
+@pytest.mark.django_db
+async def test_production_leaves_static_files_to_nginx() -> None:
+    """With DEBUG off the application serves no static file (deploy/nginx.conf does)."""
+    response = await get(ASSETS[0][0])
+
+    assert response.status_code == 404
