@@ -79,7 +79,7 @@ def command_line() -> str:
         parent_cmd = parent.cmdline() if parent else []
     except psutil.Error:
         parent_cmd = []
-    if "openplatform.devserver" in parent_cmd and "bench" in parent_cmd:
+    if "devtools" in parent_cmd and "bench" in parent_cmd:
         return f"./dev bench {args}".strip()
     return f"python -m bench {args}".strip()
 

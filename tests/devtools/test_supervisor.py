@@ -21,7 +21,9 @@ from typing import TypeVar
 import psutil
 import pytest
 
-from openplatform.devserver import DevError, Platform, RestartPolicy, ServiceRegistry
+from devtools.common import DevError
+from devtools.embedded import ServiceRegistry
+from devtools.supervisor import Platform, RestartPolicy
 
 T = TypeVar("T")
 
