@@ -16,9 +16,10 @@ from django.db.models import Field, IntegerField, Model, Q, QuerySet
 from django.utils import timezone
 
 from openplatform.errors import InvalidRequest
+from openplatform.limits import DEFAULT_PAGE, MAX_PAGE
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
+DEFAULT_LIMIT = DEFAULT_PAGE
+MAX_LIMIT = MAX_PAGE
 #: An integer as a query parameter: ASCII digits only (int() would also take " 1", "1_0" and
 #: Unicode digits such as "\u0661").
 DECIMAL = re.compile(r"-?[0-9]{1,18}")

@@ -9,23 +9,32 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from openplatform.limits import (
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_BACKOFF_MIN,
+    DEFAULT_PARTITIONS,
+    DEFAULT_QUEUE_RETENTION,
+    DEFAULT_TOPIC_RETENTION,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    MAX_DELAY_SECONDS,
+    MAX_DELIVERY_ATTEMPTS,
+    MAX_PARTITIONS,
+    MAX_RETENTION_SECONDS,
+    MAX_VISIBILITY_TIMEOUT,
+    MIN_RETENTION_SECONDS,
+    NAME_PATTERN,
+)
 from tenants.models import Tenant, TenantManager
 
-# \A and \Z, not ^ and $: "$" would also accept a name ending in a newline.
-NAME_PATTERN = r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"
 name_validator = RegexValidator(NAME_PATTERN, "1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric.")
-
-MAX_VISIBILITY_TIMEOUT = 43200
-MAX_DELAY_SECONDS = 900
-MAX_DELIVERY_ATTEMPTS = 1000
 
 
 class RetryBackoffMixin(models.Model):
     """Exponential backoff between redeliveries: attempt n waits min(max, min·2^(n-1))
     seconds after a nack or an expired lease. min 0 (the default) redelivers at once."""
 
-    retry_backoff_min = models.PositiveIntegerField(default=0)
-    retry_backoff_max = models.PositiveIntegerField(default=600)
+    retry_backoff_min = models.PositiveIntegerField(default=DEFAULT_BACKOFF_MIN)
+    retry_backoff_max = models.PositiveIntegerField(default=DEFAULT_BACKOFF_MAX)
 
     class Meta:
         abstract = True
@@ -40,10 +49,15 @@ class Topic(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="topics")
     name = models.CharField(max_length=128, validators=[name_validator])
     partitions = models.PositiveSmallIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(64)]
+        default=DEFAULT_PARTITIONS,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PARTITIONS)],
     )
     retention_seconds = models.PositiveIntegerField(
-        default=604800, validators=[MinValueValidator(60), MaxValueValidator(1209600)]
+        default=DEFAULT_TOPIC_RETENTION,
+        validators=[
+            MinValueValidator(MIN_RETENTION_SECONDS),
+            MaxValueValidator(MAX_RETENTION_SECONDS),
+        ],
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -63,16 +77,22 @@ class Queue(RetryBackoffMixin):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=128, validators=[name_validator])
     visibility_timeout = models.PositiveIntegerField(
-        default=30, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
+        default=DEFAULT_VISIBILITY_TIMEOUT, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
     )
     delay_seconds = models.PositiveIntegerField(
         default=0, validators=[MaxValueValidator(MAX_DELAY_SECONDS)]
     )
     retention_seconds = models.PositiveIntegerField(
-        default=345600, validators=[MinValueValidator(60), MaxValueValidator(1209600)]
+        default=DEFAULT_QUEUE_RETENTION,
+        validators=[
+            MinValueValidator(MIN_RETENTION_SECONDS),
+            MaxValueValidator(MAX_RETENTION_SECONDS),
+        ],
     )
     max_delivery_attempts = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_DELIVERY_ATTEMPTS)],
     )
     dead_letter_queue = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="dead_letter_sources"
@@ -101,10 +121,12 @@ class Subscription(RetryBackoffMixin):
     name = models.CharField(max_length=128, validators=[name_validator])
     topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
     visibility_timeout = models.PositiveIntegerField(
-        default=30, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
+        default=DEFAULT_VISIBILITY_TIMEOUT, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
     )
     max_delivery_attempts = models.PositiveIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_DELIVERY_ATTEMPTS)],
     )
     dead_letter_queue = models.ForeignKey(
         Queue,

@@ -21,6 +21,13 @@ from django.utils import timezone
 from redis import exceptions as redis_exceptions
 
 from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from openplatform.limits import (
+    DEFAULT_PARTITIONS,
+    DEFAULT_QUEUE_RETENTION,
+    DEFAULT_TOPIC_RETENTION,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    MAX_BACKOFF_SECONDS,
+)
 from openplatform.redis_client import get_redis
 from queues import selectors
 from queues.engine import dataplane, scripts, streams
@@ -40,7 +47,7 @@ from tenants.services import audit
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_LIMIT = 43200
+BACKOFF_LIMIT = MAX_BACKOFF_SECONDS
 
 
 def _validate(instance: Model) -> None:
@@ -172,9 +179,9 @@ def queue_create(
     tenant: Tenant,
     actor: str,
     name: str,
-    visibility_timeout: int = 30,
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
     delay_seconds: int = 0,
-    retention_seconds: int = 345600,
+    retention_seconds: int = DEFAULT_QUEUE_RETENTION,
     max_delivery_attempts: int | None = None,
     dead_letter_queue: str | None = None,
     retry_backoff: dict[str, int] | None = None,
@@ -342,7 +349,12 @@ def queue_redrive(
 
 @transaction.atomic
 def topic_create(
-    *, tenant: Tenant, actor: str, name: str, partitions: int = 1, retention_seconds: int = 604800
+    *,
+    tenant: Tenant,
+    actor: str,
+    name: str,
+    partitions: int = DEFAULT_PARTITIONS,
+    retention_seconds: int = DEFAULT_TOPIC_RETENTION,
 ) -> Topic:
     topic = Topic(
         tenant=tenant, name=name, partitions=partitions, retention_seconds=retention_seconds
@@ -424,7 +436,7 @@ def subscription_create(
     actor: str,
     name: str,
     topic: str,
-    visibility_timeout: int = 30,
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
     max_delivery_attempts: int | None = None,
     dead_letter_queue: str | None = None,
     retry_backoff: dict[str, int] | None = None,
@@ -707,14 +719,12 @@ def housekeeping_all(*, chunk: int = 500) -> int:
     ``chunk`` consumers. Returns how many consumers were visited."""
     redis = get_redis()
     now = now_ms()
-    redis.script_load(scripts.PULL.source)
-    redis.script_load(scripts.DUE.source)
     consumers = [build() for _tenant_id, _owner, build in _each_consumer()]
     for start in range(0, len(consumers), chunk):
         pipe = redis.pipeline(transaction=False)
         for consumer in consumers[start : start + chunk]:
             keys, args = dataplane.pull_call(consumer, 0, None, now)
-            pipe.evalsha(scripts.PULL.sha, len(keys), *keys, *args)
+            scripts.PULL.queue(pipe, keys, args)
         pipe.execute(raise_on_error=False)
     # topics nobody pulls from yet still show their delayed messages in the log when due
     topics = list(Topic.all_tenants.all())
@@ -723,7 +733,7 @@ def housekeeping_all(*, chunk: int = 500) -> int:
         for topic in topics[start : start + chunk]:
             dest = topic_destination(str(topic.tenant_id), selectors.topic_document(topic))
             keys = [key for pair in zip(dest.streams, dest.delays, strict=True) for key in pair]
-            pipe.evalsha(scripts.DUE.sha, len(keys), *keys, now)
+            scripts.DUE.queue(pipe, keys, [now])
         pipe.execute(raise_on_error=False)
     return len(consumers)
 

@@ -41,7 +41,14 @@ from redis.exceptions import RedisError
 from openplatform.errors import Forbidden, RateLimited, Unauthenticated
 from openplatform.hotcache import HotCache, register
 from openplatform.redis_client import get_async_redis, get_redis
-from openplatform.redis_keys import LAST_USED, cache_key
+from openplatform.redis_keys import (
+    KEY_INDEX,
+    KEY_INDEX_BUILD,
+    KEY_INDEX_LOCK,
+    LAST_USED,
+    auth_failure_key,
+    cache_key,
+)
 from tenants.models import ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
@@ -52,18 +59,6 @@ LAST_USED_KEY = LAST_USED
 LAST_USED_EVERY_SECONDS = 60
 
 _PREFIX_CHARS = frozenset(KEY_PREFIX_ALPHABET)
-
-# Redis keys of this module (they belong in openplatform.redis_keys; kept here for now, see
-# the report of the abuse-limits change). The index and its build share a hash tag so the
-# publishing script is one slot on a cluster; each address's counters share one too.
-KEY_INDEX = "op:{keyindex}:prefixes"
-KEY_INDEX_BUILD = "op:{keyindex}:build"
-KEY_INDEX_LOCK = "op:{keyindex}:lock"
-
-
-def auth_failure_key(bucket: str, window: str, number: int) -> str:
-    """An address's failed-authentication counter for one second (``s``) or minute (``m``)."""
-    return f"op:{{authfail.{bucket}}}:{window}:{number}"
 
 
 def hash_secret(secret: str) -> str:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import shared_task
 
 from openplatform.redis_client import get_redis
+from openplatform.redis_scripts import Script
 from tenants import services
 from tenants.principals import LAST_USED_KEY
 
-_DRAIN = """
-local values = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return values
-"""
+_DRAIN = Script(Path(__file__).parent / "lua" / "drain.lua")
 
 
 @shared_task(
@@ -21,7 +20,7 @@ return values
 def flush_key_last_used() -> int:
     """Copy the last-used times the data plane noted in Redis into PostgreSQL (each key at
     most once a minute), taking and clearing them in one atomic step."""
-    flat = get_redis().eval(_DRAIN, 1, LAST_USED_KEY)
+    flat = _DRAIN.run(get_redis(), [LAST_USED_KEY], [])
     updates = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
     return services.key_flush_last_used(updates=updates) if updates else 0
 

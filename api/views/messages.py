@@ -27,6 +27,7 @@ from api.schema import TEXT_PATTERN, attributes_schema, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import OffsetOutField, QueuePeekView, StrictSerializer
 from api.views.topics import TopicLogView
+from openplatform import limits
 from openplatform.errors import InvalidRequest, NotFound
 from queues.engine import dataplane
 from queues.engine.dataplane import ACK_ID_PATTERN
@@ -57,8 +58,8 @@ _topic_log = TopicLogView.as_view()
 
 T = TypeVar("T")
 
-MAX_WAIT_SECONDS = 20
-DEFAULT_MAX_MESSAGES = 10
+MAX_WAIT_SECONDS = limits.MAX_WAIT_SECONDS
+DEFAULT_MAX_MESSAGES = limits.DEFAULT_PULL
 
 
 # --- schema shapes ----------------------------------------------------------------------------
@@ -175,7 +176,7 @@ CONSUME_ERRORS: dict[int, Any] = {}
 
 class PullInSerializer(StrictSerializer):
     max_messages = serializers.IntegerField(
-        min_value=1, max_value=dataplane.MAX_PULL, default=DEFAULT_MAX_MESSAGES
+        min_value=1, max_value=limits.MAX_PULL, default=DEFAULT_MAX_MESSAGES
     )
     wait_seconds = serializers.IntegerField(min_value=0, max_value=MAX_WAIT_SECONDS, default=0)
     visibility_timeout = serializers.IntegerField(
@@ -190,9 +191,7 @@ class PullInSerializer(StrictSerializer):
 
 
 class AckInSerializer(StrictSerializer):
-    ack_ids = serializers.ListField(
-        child=AckIdField(), min_length=1, max_length=dataplane.MAX_ACK_IDS
-    )
+    ack_ids = serializers.ListField(child=AckIdField(), min_length=1, max_length=limits.MAX_ACK_IDS)
 
     class Meta:
         ref_name = "AckIn"
@@ -418,7 +417,7 @@ async def pull_messages(
 
 async def _pull(request: HttpRequest, consumer: Consumer) -> HttpResponse:
     body = _object(read_json(request), {"max_messages", "wait_seconds", "visibility_timeout"})
-    count = _int_field(body, "max_messages", 1, dataplane.MAX_PULL, DEFAULT_MAX_MESSAGES)
+    count = _int_field(body, "max_messages", 1, limits.MAX_PULL, DEFAULT_MAX_MESSAGES)
     wait = _int_field(body, "wait_seconds", 0, MAX_WAIT_SECONDS, 0)
     visibility = _int_field(body, "visibility_timeout", 0, MAX_VISIBILITY_TIMEOUT, None)
     messages = await pull_messages(

@@ -22,6 +22,13 @@ from rest_framework.response import Response
 from api.pagination import DECIMAL, paginate
 from api.schema import NAME_HELP, page_of, problem
 from api.views.base import TenantAPIView
+from openplatform.limits import (
+    DEFAULT_QUEUE_RETENTION,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    MAX_BACKOFF_SECONDS,
+    MAX_RETENTION_SECONDS,
+    MIN_RETENTION_SECONDS,
+)
 from openplatform.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import streams
@@ -35,10 +42,9 @@ from queues.models import (
     Queue,
     name_validator,
 )
-from queues.services import BACKOFF_LIMIT
 from tenants.principals import Principal
 
-MIN_RETENTION, MAX_RETENTION = 60, 1209600
+MIN_RETENTION, MAX_RETENTION = MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS
 MAX_INT64 = 2**63 - 1  # what JSON clients (a Java long, a Go int64) can send
 PEEK_DEFAULT, PEEK_MAX = 10, 100
 
@@ -134,8 +140,8 @@ class OffsetField(QueryParameter, serializers.CharField):
 
 
 class RetryBackoffSerializer(StrictSerializer):
-    min_seconds = StrictIntegerField(min_value=0, max_value=BACKOFF_LIMIT, required=False)
-    max_seconds = StrictIntegerField(min_value=0, max_value=BACKOFF_LIMIT, required=False)
+    min_seconds = StrictIntegerField(min_value=0, max_value=MAX_BACKOFF_SECONDS, required=False)
+    max_seconds = StrictIntegerField(min_value=0, max_value=MAX_BACKOFF_SECONDS, required=False)
 
 
 class StatsSerializer(serializers.Serializer):
@@ -252,11 +258,11 @@ class QueueListCreateView(QueueView):
     class InputSerializer(StrictSerializer):
         name = NameField()
         visibility_timeout = StrictIntegerField(
-            min_value=0, max_value=MAX_VISIBILITY_TIMEOUT, default=30
+            min_value=0, max_value=MAX_VISIBILITY_TIMEOUT, default=DEFAULT_VISIBILITY_TIMEOUT
         )
         delay_seconds = StrictIntegerField(min_value=0, max_value=MAX_DELAY_SECONDS, default=0)
         retention_seconds = StrictIntegerField(
-            min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=345600
+            min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=DEFAULT_QUEUE_RETENTION
         )
         max_delivery_attempts = StrictIntegerField(
             min_value=1, max_value=MAX_DELIVERY_ATTEMPTS, allow_null=True, default=None

@@ -31,6 +31,7 @@ from api.views.queues import (
     visible,
 )
 from openplatform.errors import Forbidden
+from openplatform.limits import DEFAULT_VISIBILITY_TIMEOUT
 from queues import selectors, services
 from queues.engine.messages import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES
 from queues.engine.targets import subscription_consumer
@@ -130,7 +131,7 @@ class SubscriptionListCreateView(SubscriptionView):
         name = NameField()
         topic = NameField(help_text="The topic's name.")
         visibility_timeout = StrictIntegerField(
-            min_value=0, max_value=MAX_VISIBILITY_TIMEOUT, default=30
+            min_value=0, max_value=MAX_VISIBILITY_TIMEOUT, default=DEFAULT_VISIBILITY_TIMEOUT
         )
         max_delivery_attempts = StrictIntegerField(
             min_value=1, max_value=MAX_DELIVERY_ATTEMPTS, allow_null=True, default=None

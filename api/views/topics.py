@@ -31,13 +31,19 @@ from api.views.queues import (
     visible,
 )
 from openplatform.errors import InvalidRequest
+from openplatform.limits import (
+    DEFAULT_LOG_READ,
+    DEFAULT_PARTITIONS,
+    DEFAULT_TOPIC_RETENTION,
+    MAX_LOG_READ,
+    MAX_PARTITIONS,
+)
 from openplatform.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import streams
 from queues.models import Topic
 
-MAX_PARTITIONS = 64
-LOG_DEFAULT, LOG_MAX = 100, 1000
+LOG_DEFAULT, LOG_MAX = DEFAULT_LOG_READ, MAX_LOG_READ
 
 
 class TopicOutputSerializer(serializers.Serializer):
@@ -74,9 +80,11 @@ class TopicListCreateView(TopicView):
 
     class InputSerializer(StrictSerializer):
         name = NameField()
-        partitions = StrictIntegerField(min_value=1, max_value=MAX_PARTITIONS, default=1)
+        partitions = StrictIntegerField(
+            min_value=1, max_value=MAX_PARTITIONS, default=DEFAULT_PARTITIONS
+        )
         retention_seconds = StrictIntegerField(
-            min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=604800
+            min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=DEFAULT_TOPIC_RETENTION
         )
 
         class Meta:

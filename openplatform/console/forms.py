@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
+from openplatform import limits
 from openplatform.errors import PlatformError
 from queues.models import StartAt
 from tenants.models import Scope
@@ -60,15 +61,24 @@ class QueueForm(forms.Form):
     visibility_timeout = forms.IntegerField(
         label="Visibility timeout (seconds)",
         min_value=0,
-        initial=30,
+        max_value=limits.MAX_VISIBILITY_TIMEOUT,
+        initial=limits.DEFAULT_VISIBILITY_TIMEOUT,
         help_text="How long a pulled message stays hidden before it is delivered again.",
     )
-    delay_seconds = forms.IntegerField(label="Delivery delay (seconds)", min_value=0, initial=0)
+    delay_seconds = forms.IntegerField(
+        label="Delivery delay (seconds)",
+        min_value=0,
+        max_value=limits.MAX_DELAY_SECONDS,
+        initial=0,
+        help_text=f"0 to {limits.MAX_DELAY_SECONDS}.",
+    )
     retention_seconds = forms.IntegerField(
         label="Retention (seconds)",
-        min_value=0,
-        initial=345600,
-        help_text="From 60 seconds to 14 days (1209600). Default: 4 days.",
+        min_value=limits.MIN_RETENTION_SECONDS,
+        max_value=limits.MAX_RETENTION_SECONDS,
+        initial=limits.DEFAULT_QUEUE_RETENTION,
+        help_text=f"From {limits.MIN_RETENTION_SECONDS} seconds to 14 days "
+        f"({limits.MAX_RETENTION_SECONDS}). Default: 4 days.",
     )
     dead_letter_queue = forms.ChoiceField(
         label="Dead-letter queue",
@@ -78,6 +88,7 @@ class QueueForm(forms.Form):
     max_delivery_attempts = forms.IntegerField(
         label="Max delivery attempts",
         min_value=1,
+        max_value=limits.MAX_DELIVERY_ATTEMPTS,
         required=False,
         help_text="Needed with a dead-letter queue.",
     )
@@ -91,14 +102,18 @@ class TopicForm(forms.Form):
     name = _name_field("events")
     partitions = forms.IntegerField(
         min_value=1,
-        initial=1,
-        help_text="1 to 64. Messages with the same key keep their order within a partition.",
+        max_value=limits.MAX_PARTITIONS,
+        initial=limits.DEFAULT_PARTITIONS,
+        help_text=f"1 to {limits.MAX_PARTITIONS}. Messages with the same key keep their order "
+        "within a partition.",
     )
     retention_seconds = forms.IntegerField(
         label="Retention (seconds)",
-        min_value=0,
-        initial=604800,
-        help_text="From 60 seconds to 14 days (1209600). Default: 7 days.",
+        min_value=limits.MIN_RETENTION_SECONDS,
+        max_value=limits.MAX_RETENTION_SECONDS,
+        initial=limits.DEFAULT_TOPIC_RETENTION,
+        help_text=f"From {limits.MIN_RETENTION_SECONDS} seconds to 14 days "
+        f"({limits.MAX_RETENTION_SECONDS}). Default: 7 days.",
     )
 
 
@@ -112,7 +127,10 @@ class SubscriptionForm(forms.Form):
         help_text="Latest: only messages published from now on. Earliest: the retained log too.",
     )
     visibility_timeout = forms.IntegerField(
-        label="Visibility timeout (seconds)", min_value=0, initial=30
+        label="Visibility timeout (seconds)",
+        min_value=0,
+        max_value=limits.MAX_VISIBILITY_TIMEOUT,
+        initial=limits.DEFAULT_VISIBILITY_TIMEOUT,
     )
 
     def __init__(self, *args: Any, topic_names: list[str], **kwargs: Any) -> None:

@@ -15,13 +15,12 @@ from typing import Any
 import redis
 
 from openplatform.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
-from openplatform.redis_keys import publish_rate_key
+from openplatform.limits import MAX_ACK_IDS
+from openplatform.redis_keys import dedup_key, publish_rate_key
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
 from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
 
-MAX_PULL = 100
-MAX_ACK_IDS = 1000
 _round_robin = itertools.count()
 
 
@@ -119,7 +118,7 @@ def publish_call(
         if m.dedup_id is not None:
             d = dedup_index.get(m.dedup_id, 0)
             if not d:
-                dedup_keys.append(dest.dedup_prefix + m.dedup_id)
+                dedup_keys.append(dedup_key(dest.dedup_prefix, m.dedup_id))
                 d = dedup_index[m.dedup_id] = len(dedup_keys)
         delay = m.delay_seconds if m.delay_seconds is not None else dest.default_delay
         due = now_ms + delay * 1000 if delay > 0 else 0

@@ -25,13 +25,16 @@ from typing import Any
 import orjson
 
 from openplatform.errors import InvalidRequest, PayloadTooLarge
+from openplatform.limits import (
+    MAX_ATTRIBUTE_NAME,
+    MAX_ATTRIBUTES,
+    MAX_BATCH,
+    MAX_DEDUP_ID,
+    MAX_DELAY_SECONDS,
+    MAX_KEY_LENGTH,
+)
 
-MAX_BATCH = 100
-MAX_ATTRIBUTES = 32
-MAX_ATTRIBUTE_KEY = 128
-MAX_KEY_LENGTH = 1024
-MAX_DEDUP_ID = 128
-MAX_DELAY_SECONDS = 900
+MAX_ATTRIBUTE_KEY = MAX_ATTRIBUTE_NAME
 RESERVED_ATTRIBUTE_PREFIX = "op-"
 _FIELDS = frozenset({"body", "body_base64", "attributes", "key", "delay_seconds", "dedup_id"})
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 import redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from openplatform.errors import InvalidRequest
+from openplatform.redis_keys import dedup_scan_pattern
 from queues.engine import dataplane, scripts
 from queues.engine.dataplane import Gone, is_stream_id
 from queues.engine.messages import delivered, fields_dict
@@ -72,7 +73,7 @@ def forget_dedup(client: redis.Redis, prefix: str) -> None:
     """Delete the dedup keys under ``prefix`` (a deleted queue's or topic's). They expire
     within the dedup window anyway; this only returns the memory sooner."""
     batch = []
-    for key in client.scan_iter(match=prefix + "*", count=1000):
+    for key in client.scan_iter(match=dedup_scan_pattern(prefix), count=1000):
         batch.append(key)
         if len(batch) >= 500:
             client.delete(*batch)
@@ -161,18 +162,15 @@ def current_stats(
     expired lease with a backoff to wait out counts as delayed, not available, and a last
     attempt is already a dead letter. (A filtered subscription still counts unread messages
     its filter will skip as available: telling them apart would mean reading them.) One
-    pipelined round trip for the due work, one per consumer for the counts."""
+    pipelined round trip for the due work (after the pipeline's SCRIPT EXISTS, see
+    ``Script.queue``), one per consumer for the counts."""
     if not consumers:
         return []
-    calls = [dataplane.pull_call(c, 0, None, now_ms) for c in consumers]
-    for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(scripts.PULL.sha, len(keys), *keys, *args)
-        results = pipe.execute(raise_on_error=False)
-        if attempt or not any(isinstance(r, NoScriptError) for r in results):
-            break
-        client.script_load(scripts.PULL.source)  # Redis lost its script cache (a restart)
+    pipe = client.pipeline(transaction=False)
+    for c in consumers:
+        keys, args = dataplane.pull_call(c, 0, None, now_ms)
+        scripts.PULL.queue(pipe, keys, args)
+    pipe.execute(raise_on_error=False)
     return [consumer_stats(client, c, now_ms) for c in consumers]
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from openplatform.redis_keys import queue_base, subscription_base, topic_base, usage_key
+from openplatform import redis_keys
+from openplatform.redis_keys import usage_key
 
 QUEUE_GROUP = "q"
 CONSUMER = "c"
@@ -64,35 +65,38 @@ class Consumer:
 
 
 def queue_keys(tenant_id: str, queue_id: str) -> dict[str, str]:
-    base = queue_base(tenant_id, queue_id)
     return {
-        "stream": f"{base}:s",
-        "delay": f"{base}:delay",
-        "lease": f"{base}:lease",
-        "retry": f"{base}:retry",
-        "dedup": f"{base}:dd:",
-        "channel": f"{base}:n",
+        "stream": redis_keys.queue_stream(tenant_id, queue_id),
+        "delay": redis_keys.queue_delay(tenant_id, queue_id),
+        "lease": redis_keys.queue_lease(tenant_id, queue_id),
+        "retry": redis_keys.queue_retry(tenant_id, queue_id),
+        "dedup": redis_keys.queue_dedup_prefix(tenant_id, queue_id),
+        "channel": redis_keys.queue_channel(tenant_id, queue_id),
     }
 
 
 def topic_partition_keys(tenant_id: str, topic_id: str, partition: int) -> dict[str, str]:
-    base = topic_base(tenant_id, topic_id)
-    return {"stream": f"{base}:{partition}:s", "delay": f"{base}:{partition}:delay"}
+    return {
+        "stream": redis_keys.topic_partition_stream(tenant_id, topic_id, partition),
+        "delay": redis_keys.topic_partition_delay(tenant_id, topic_id, partition),
+    }
 
 
 def topic_channel(tenant_id: str, topic_id: str) -> str:
-    return f"{topic_base(tenant_id, topic_id)}:n"
+    return redis_keys.topic_channel(tenant_id, topic_id)
 
 
 def topic_dedup_prefix(tenant_id: str, topic_id: str) -> str:
-    return f"{topic_base(tenant_id, topic_id)}:dd:"
+    return redis_keys.topic_dedup_prefix(tenant_id, topic_id)
 
 
 def subscription_partition_keys(
     tenant_id: str, subscription_id: str, partition: int
 ) -> dict[str, str]:
-    base = subscription_base(tenant_id, subscription_id)
-    return {"lease": f"{base}:{partition}:lease", "retry": f"{base}:{partition}:retry"}
+    return {
+        "lease": redis_keys.subscription_partition_lease(tenant_id, subscription_id, partition),
+        "retry": redis_keys.subscription_partition_retry(tenant_id, subscription_id, partition),
+    }
 
 
 def queue_destination(tenant_id: str, queue: dict[str, Any]) -> Destination:
