@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -80,6 +81,20 @@ class Child:
     exited: float = 0.0
     restart_at: float | None = None
     waiting_noted: bool = False
+
+
+def platform_commands(*, port: int, schedule: Path) -> dict[str, list[str]]:
+    """The platform's processes as production runs them: gunicorn serving the ASGI app
+    (deploy/gunicorn.conf.py) on 127.0.0.1:``port``, a Celery worker, and Celery beat keeping
+    its schedule in ``schedule``. `./dev up` and the system tests both start exactly these."""
+    return {
+        "web": [PYTHON, "-m", "gunicorn", "openplatform.asgi:application",
+                "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"],
+        "worker": [PYTHON, "-m", "celery", "-A", "openplatform", "worker",
+                   "--loglevel", "INFO", "--concurrency", "2"],
+        "beat": [PYTHON, "-m", "celery", "-A", "openplatform", "beat", "--loglevel", "INFO",
+                 "--schedule", str(schedule)],
+    }  # fmt: skip
 
 
 class Platform:
@@ -224,14 +239,7 @@ class Platform:
     def child_commands(self) -> dict[str, list[str]]:
         """The long-running children by name, in start order. Each is started, and restarted,
         with exactly this argv, in :data:`ROOT`, as the leader of a new session."""
-        return {
-            "web": [PYTHON, "-m", "gunicorn", "openplatform.asgi:application",
-                    "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}"],
-            "worker": [PYTHON, "-m", "celery", "-A", "openplatform", "worker",
-                       "--loglevel", "INFO", "--concurrency", "2"],
-            "beat": [PYTHON, "-m", "celery", "-A", "openplatform", "beat", "--loglevel", "INFO",
-                     "--schedule", str(STATE_DIR / "celerybeat-schedule")],
-        }  # fmt: skip
+        return platform_commands(port=self.port, schedule=STATE_DIR / "celerybeat-schedule")
 
     def run_children(self, *, ready: Callable[[], None]) -> None:
         """Start every child of :meth:`child_commands`, call ``ready`` (which raises to fail

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+import redis.asyncio as aioredis
 from django.http import HttpResponse
 from django.test import Client
 
@@ -15,6 +17,21 @@ from tenants.services import KeyCreated
 from tests.conftest import TenantCtx
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+
+
+def record_async_redis_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of every command an async Redis connection sends is appended to
+    the returned list: counted where each command leaves the process, whichever client (the
+    lane, the pooled client, pub/sub) sent it. A real Redis answers them as usual."""
+    sent: list[str] = []
+    original = aioredis.Connection.send_command
+
+    async def spy(self: aioredis.Connection, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return await original(self, *args, **options)
+
+    monkeypatch.setattr(aioredis.Connection, "send_command", spy)
+    return sent
 
 
 def assert_problem(response: HttpResponse, status: int, code: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
 from django.test import Client
@@ -21,7 +20,7 @@ from queues import services as queue_services
 from tenants import principals, services
 from tenants.authority import OPERATOR
 from tests.conftest import TenantCtx, make_tenant
-from tests.helpers import assert_problem, new_key
+from tests.helpers import assert_problem, new_key, record_async_redis_commands
 
 LIMIT = 5
 
@@ -174,14 +173,7 @@ async def test_a_flood_on_the_data_plane_is_rate_limited(plane: Any, monkeypatch
     assert limited.json()["code"] == "rate_limited"
     assert 1 <= int(limited.headers["retry-after"]) <= 60
 
-    sent: list[str] = []
-    original = aioredis.Connection.send_command
-
-    async def spy(self: aioredis.Connection, *args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return await original(self, *args, **options)
-
-    monkeypatch.setattr(aioredis.Connection, "send_command", spy)
+    sent = record_async_redis_commands(monkeypatch)
     other = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=application, client=("198.51.100.30", 1)),
         base_url="http://testserver",

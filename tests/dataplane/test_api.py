@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient, Client
@@ -23,7 +22,7 @@ from queues.engine.targets import queue_consumer, queue_keys
 from queues.engine.waiters import get_notifier
 from tenants.authority import OPERATOR
 from tests.conftest import TenantCtx, key_for, make_tenant
-from tests.helpers import assert_problem
+from tests.helpers import assert_problem, record_async_redis_commands
 
 JSON = "application/json"
 
@@ -410,14 +409,7 @@ class TestLongPolling:
         client = BearerAsyncClient(ctx.key)
         warm = await client.post("/v1/queues/jobs/messages", data={"body": 0})
         assert warm.status_code == 201
-        sent: list[str] = []
-        original = aioredis.Connection.send_command
-
-        async def spy(self: aioredis.Connection, *args: Any, **options: Any) -> Any:
-            sent.append(str(args[0]))
-            return await original(self, *args, **options)
-
-        monkeypatch.setattr(aioredis.Connection, "send_command", spy)
+        sent = record_async_redis_commands(monkeypatch)
         response = await client.post(
             "/v1/queues/jobs/messages", data={"messages": [{"body": 1}, {"body": 2}]}
         )

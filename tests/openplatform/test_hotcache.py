@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from openplatform.hotcache import HotCache
 from openplatform.redis_client import get_redis
+from tests.helpers import record_async_redis_commands
 
 
 async def test_concurrent_misses_share_one_redis_read(monkeypatch: Any) -> None:
@@ -23,14 +23,7 @@ async def test_concurrent_misses_share_one_redis_read(monkeypatch: Any) -> None:
 
     cache = HotCache("burst-test", loader)
     get_redis().set(cache._key("k"), b'{"ident": "k"}', ex=60)
-    sent: list[str] = []
-    original = aioredis.Connection.send_command
-
-    async def spy(self: aioredis.Connection, *args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return await original(self, *args, **options)
-
-    monkeypatch.setattr(aioredis.Connection, "send_command", spy)
+    sent = record_async_redis_commands(monkeypatch)
     docs = await asyncio.gather(*(cache.aget("k") for _ in range(1000)))
     assert docs == [{"ident": "k"}] * 1000
     assert sent.count("GET") == 1  # besides connection set-up (HELLO, SELECT, PING)

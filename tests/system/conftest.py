@@ -34,12 +34,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
-import psutil
 import pytest
 import redis
 from django.conf import settings
 from django.db import connection
 from django.utils.text import slugify
+
+from devtools.processes import group_members
+from devtools.supervisor import platform_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -230,19 +232,11 @@ def wait_until_ready(url: str, children: list[Child]) -> None:
         time.sleep(0.2)
 
 
-def _group_alive(pgid: int) -> bool:
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError, psutil.Error):
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
 def _wait_group(child: Child, deadline: float) -> bool:
     """True once the child and every process of its group have exited; False at deadline."""
     while True:
         child.proc.poll()
-        if child.proc.returncode is not None and not _group_alive(child.proc.pid):
+        if child.proc.returncode is not None and not group_members(child.proc.pid):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -357,14 +351,7 @@ def platform(
         XDG_RUNTIME_DIR=str(tmp),
         **BEAT_INTERVALS,
     )
-    commands = {
-        "web": [PYTHON, "-m", "gunicorn", "openplatform.asgi:application",
-                "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"],
-        "worker": [PYTHON, "-m", "celery", "-A", "openplatform", "worker",
-                   "--loglevel", "INFO", "--concurrency", "2"],
-        "beat": [PYTHON, "-m", "celery", "-A", "openplatform", "beat", "--loglevel", "INFO",
-                 "--schedule", str(tmp / "celerybeat-schedule")],
-    }  # fmt: skip
+    commands = platform_commands(port=port, schedule=tmp / "celerybeat-schedule")
     children: list[Child] = []
     running = Platform(url=url, env=env, children=children)
     problems: list[str] = []
