@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.request import Request
 
-from openplatform.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 from tenants.models import ALL_SCOPES, Membership, Role
 from tenants.principals import Principal, authenticate, client_address, tenant_cache
 

@@ -18,7 +18,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf
 
-from openplatform import errors
+from kernel import errors
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Field, IntegerField, Model, Q, QuerySet
 from django.utils import timezone
 
-from openplatform.errors import InvalidRequest
-from openplatform.limits import DEFAULT_PAGE, MAX_PAGE
+from kernel.errors import InvalidRequest
+from kernel.limits import DEFAULT_PAGE, MAX_PAGE
 
 DEFAULT_LIMIT = DEFAULT_PAGE
 MAX_LIMIT = MAX_PAGE

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework.parsers import BaseParser
 
-from openplatform.errors import InvalidRequest, PayloadTooLarge
+from kernel.errors import InvalidRequest, PayloadTooLarge
 
 
 def loads(raw: bytes) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from openplatform.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 from tenants.principals import Principal
 
 

@@ -19,8 +19,8 @@ import redis
 from django.db import connection, transaction
 
 from bench import payloads
-from openplatform.redis_client import get_redis
-from openplatform.redis_keys import LAST_USED, cache_key, tenant_tag
+from kernel.redis_client import get_redis
+from kernel.redis_keys import LAST_USED, cache_key, tenant_tag
 from queues import selectors, services
 from queues.engine import streams
 from queues.engine.targets import queue_keys

@@ -15,5 +15,5 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("v1/", include("api.urls")),
     path("admin/", admin.site.urls),
-    path("", include("openplatform.console.urls")),
+    path("", include("console.urls")),
 ]

@@ -9,7 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from openplatform.limits import (
+from kernel.limits import (
     DEFAULT_BACKOFF_MAX,
     DEFAULT_BACKOFF_MIN,
     DEFAULT_PARTITIONS,

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from openplatform.errors import NotFound
-from openplatform.hotcache import HotCache, register
+from kernel.errors import NotFound
+from kernel.hotcache import HotCache, register
 from queues.models import Queue, Subscription, Topic
 from tenants.models import Tenant
 

@@ -20,15 +20,15 @@ from django.db.models import Model, ProtectedError
 from django.utils import timezone
 from redis import exceptions as redis_exceptions
 
-from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
-from openplatform.limits import (
+from kernel.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from kernel.limits import (
     DEFAULT_PARTITIONS,
     DEFAULT_QUEUE_RETENTION,
     DEFAULT_TOPIC_RETENTION,
     DEFAULT_VISIBILITY_TIMEOUT,
     MAX_BACKOFF_SECONDS,
 )
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors
 from queues.engine import dataplane, scripts, streams
 from queues.engine.dataplane import Gone

@@ -30,7 +30,7 @@ from functools import cache, lru_cache
 
 from django.db.models import QuerySet
 
-from openplatform.errors import Forbidden
+from kernel.errors import Forbidden
 from tenants.models import ALL_SCOPES, ApiKey, Membership, Role, Scope, Tenant
 
 # --- the authority of a caller -----------------------------------------------------------------

@@ -38,10 +38,10 @@ import orjson
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from openplatform.errors import Forbidden, RateLimited, Unauthenticated
-from openplatform.hotcache import HotCache, register
-from openplatform.redis_client import get_async_redis, get_redis
-from openplatform.redis_keys import (
+from kernel.errors import Forbidden, RateLimited, Unauthenticated
+from kernel.hotcache import HotCache, register
+from kernel.redis_client import get_async_redis, get_redis
+from kernel.redis_keys import (
     KEY_INDEX,
     KEY_INDEX_BUILD,
     KEY_INDEX_LOCK,

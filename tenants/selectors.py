@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
-from openplatform.errors import NotFound
+from kernel.errors import NotFound
 from tenants.models import ApiKey, AuditEvent, Tenant, UsageRecord
 
 

@@ -15,9 +15,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from openplatform.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
-from openplatform.redis_client import get_redis
-from openplatform.redis_keys import usage_key
+from kernel.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from kernel.redis_client import get_redis
+from kernel.redis_keys import usage_key
 from tenants.authority import Authority, check_grant
 from tenants.models import (
     ALL_SCOPES,

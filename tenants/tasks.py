@@ -6,8 +6,8 @@ from pathlib import Path
 
 from celery import shared_task
 
-from openplatform.redis_client import get_redis
-from openplatform.redis_scripts import Script
+from kernel.redis_client import get_redis
+from kernel.redis_scripts import Script
 from tenants import services
 from tenants.principals import LAST_USED_KEY
 

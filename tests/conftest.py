@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from openplatform.hotcache import forget_all_local
-from openplatform.redis_client import get_redis, reset_clients
+from kernel.hotcache import forget_all_local
+from kernel.redis_client import get_redis, reset_clients
 from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, Tenant

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from api.errors import platform_error_response, problem_response, to_platform_error
 from api.parsers import loads, loads_exact
 from api.renderers import dumps
-from openplatform.errors import MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from kernel.errors import MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from queues.models import NAME_PATTERN
 from tenants.models import Tenant
 from tenants.principals import Principal, aauthenticate, client_address

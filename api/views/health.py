@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from api.errors import problem_response
 from api.renderers import dumps
-from openplatform.redis_client import get_async_redis
+from kernel.redis_client import get_async_redis
 
 READY_TIMEOUT_SECONDS = 2.0
 

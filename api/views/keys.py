@@ -20,7 +20,7 @@ from api.pagination import paginate
 from api.schema import AUTH_ERRORS, INVALID, page_of, problem
 from api.views.base import TenantAPIView
 from api.views.queues import StrictCharField, StrictSerializer
-from openplatform.errors import NotFound
+from kernel.errors import NotFound
 from tenants import selectors, services
 from tenants.authority import Authority, key_authority, keys_within, member_authority
 from tenants.models import ALL_SCOPES, ApiKey

@@ -27,8 +27,8 @@ from api.schema import TEXT_PATTERN, attributes_schema, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import OffsetOutField, QueuePeekView, StrictSerializer
 from api.views.topics import TopicLogView
-from openplatform import limits
-from openplatform.errors import InvalidRequest, NotFound
+from kernel import limits
+from kernel.errors import InvalidRequest, NotFound
 from queues.engine import dataplane
 from queues.engine.dataplane import ACK_ID_PATTERN
 from queues.engine.messages import (

@@ -22,14 +22,14 @@ from rest_framework.response import Response
 from api.pagination import DECIMAL, paginate
 from api.schema import NAME_HELP, page_of, problem
 from api.views.base import TenantAPIView
-from openplatform.limits import (
+from kernel.limits import (
     DEFAULT_QUEUE_RETENTION,
     DEFAULT_VISIBILITY_TIMEOUT,
     MAX_BACKOFF_SECONDS,
     MAX_RETENTION_SECONDS,
     MIN_RETENTION_SECONDS,
 )
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import streams
 from queues.engine.dataplane import STREAM_ID_PATTERN, is_stream_id

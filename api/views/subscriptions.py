@@ -30,8 +30,8 @@ from api.views.queues import (
     stats_of,
     visible,
 )
-from openplatform.errors import Forbidden
-from openplatform.limits import DEFAULT_VISIBILITY_TIMEOUT
+from kernel.errors import Forbidden
+from kernel.limits import DEFAULT_VISIBILITY_TIMEOUT
 from queues import selectors, services
 from queues.engine.messages import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES
 from queues.engine.targets import subscription_consumer

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from api.pagination import paginate
 from api.schema import AUTH_ERRORS, INVALID, page_of, problem
 from api.views.base import TenantAPIView
-from openplatform.errors import InvalidRequest
+from kernel.errors import InvalidRequest
 from tenants import selectors
 from tenants.authority import require_tenant_wide
 from tenants.models import AuditEvent, UsageRecord

@@ -30,15 +30,15 @@ from api.views.queues import (
     StrictSerializer,
     visible,
 )
-from openplatform.errors import InvalidRequest
-from openplatform.limits import (
+from kernel.errors import InvalidRequest
+from kernel.limits import (
     DEFAULT_LOG_READ,
     DEFAULT_PARTITIONS,
     DEFAULT_TOPIC_RETENTION,
     MAX_LOG_READ,
     MAX_PARTITIONS,
 )
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import streams
 from queues.models import Topic

@@ -10,7 +10,7 @@ import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from openplatform.env import env
+from kernel.env import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -34,7 +34,7 @@ INSTALLED_APPS = [
     "tenants",
     "queues",
     "api",
-    "openplatform.console",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -200,9 +200,9 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each one on its own
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = False  # a success must not wipe an address's failures at other accounts
 AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field (the email address)
-AXES_USERNAME_CALLABLE = "openplatform.console.lockout.login_username"
+AXES_USERNAME_CALLABLE = "console.lockout.login_username"
 AXES_CLIENT_IP_CALLABLE = "tenants.principals.request_address"
-AXES_LOCKOUT_CALLABLE = "openplatform.console.lockout.lockout_response"
+AXES_LOCKOUT_CALLABLE = "console.lockout.lockout_response"
 
 # Content-Security-Policy on every page of the full stack (django-csp). Nothing inline runs or
 # styles without the request's nonce; nothing loads from another origin; no page can be framed.

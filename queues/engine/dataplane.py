@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-from openplatform.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
-from openplatform.limits import MAX_ACK_IDS
-from openplatform.redis_keys import dedup_key, publish_rate_key
+from kernel.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
+from kernel.limits import MAX_ACK_IDS
+from kernel.redis_keys import dedup_key, publish_rate_key
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
 from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination

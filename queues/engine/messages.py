@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from openplatform.errors import InvalidRequest, PayloadTooLarge
-from openplatform.limits import (
+from kernel.errors import InvalidRequest, PayloadTooLarge
+from kernel.limits import (
     MAX_ATTRIBUTE_NAME,
     MAX_ATTRIBUTES,
     MAX_BATCH,

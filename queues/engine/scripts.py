@@ -1,4 +1,4 @@
-"""The engine's Lua scripts (see openplatform.redis_scripts for how they are called).
+"""The engine's Lua scripts (see kernel.redis_scripts for how they are called).
 
 Each ``.lua`` file in ``lua/`` beside this module documents its KEYS and ARGV at its top;
 ``_lib.lua`` (shared helpers) is prepended to each.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openplatform.redis_scripts import Script
+from kernel.redis_scripts import Script
 
 _HERE = Path(__file__).parent / "lua"
 _LIB = (_HERE / "_lib.lua").read_text()

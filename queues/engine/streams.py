@@ -12,8 +12,8 @@ import orjson
 import redis
 from redis.exceptions import ResponseError
 
-from openplatform.errors import InvalidRequest
-from openplatform.redis_keys import dedup_scan_pattern
+from kernel.errors import InvalidRequest
+from kernel.redis_keys import dedup_scan_pattern
 from queues.engine import dataplane, scripts
 from queues.engine.dataplane import Gone, is_stream_id
 from queues.engine.messages import delivered, fields_dict

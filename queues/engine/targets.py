@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from openplatform import redis_keys
-from openplatform.redis_keys import usage_key
+from kernel import redis_keys
+from kernel.redis_keys import usage_key
 
 QUEUE_GROUP = "q"
 CONSUMER = "c"

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from openplatform.redis_client import get_async_redis
+from kernel.redis_client import get_async_redis
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from openplatform.hotcache import forget_all_local
-from openplatform.redis_client import reset_clients
+from kernel.hotcache import forget_all_local
+from kernel.redis_client import reset_clients
 
 CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"
 

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from openplatform.hotcache import forget_all_local
+from kernel.hotcache import forget_all_local
 from tenants.models import ApiKey, AuditEvent, Membership, Role, User
 from tenants.principals import key_cache, key_document, tenant_cache, tenant_document
 from tests.conftest import TenantCtx

@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import Client
 
+from kernel.redis_client import get_redis
 from openplatform.asgi import application
-from openplatform.redis_client import get_redis
 from queues.models import Queue, Subscription, Topic
 from tests.conftest import TenantCtx, make_tenant
 from tests.helpers import assert_problem, post_json

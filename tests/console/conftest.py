@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from openplatform.hotcache import forget_all_local
-from openplatform.redis_client import reset_clients
+from kernel.hotcache import forget_all_local
+from kernel.redis_client import reset_clients
 from tenants.models import Membership, Role, Tenant, User
 from tests.conftest import TenantCtx
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.test import Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors
 from queues import services as queue_services
 from queues.engine import dataplane

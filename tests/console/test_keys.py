@@ -7,7 +7,7 @@ import re
 
 from django.test import Client
 
-from openplatform.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ApiKey, AuditEvent, Role

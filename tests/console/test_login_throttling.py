@@ -108,7 +108,7 @@ def test_a_lock_out_is_audited_in_each_tenant_of_the_account(
 ) -> None:
     """The failure that locks the account writes one login.locked_out event to each of Ann's
     tenants and logs a warning; refused attempts during the lock-out add nothing."""
-    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    caplog.set_level(logging.WARNING, logger="console.lockout")
     for _ in range(LIMIT):
         sign_in("203.0.113.43", "wrong")
     sign_in("203.0.113.43", PASSWORD)
@@ -126,7 +126,7 @@ def test_a_lock_out_is_audited_in_each_tenant_of_the_account(
         "failures": LIMIT,
         "cool_off_seconds": 900,
     }
-    warnings = [r.getMessage() for r in caplog.records if r.name == "openplatform.console.lockout"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "console.lockout"]
     assert warnings == [
         f"sign-in locked out after {LIMIT} failed attempts: account '{EMAIL}' from "
         "203.0.113.43 (console)"
@@ -137,7 +137,7 @@ def test_a_lock_out_of_an_unknown_account_is_only_logged(
     db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An address that names no account has no tenant trail: the warning is the record."""
-    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    caplog.set_level(logging.WARNING, logger="console.lockout")
     for _ in range(LIMIT):
         response = sign_in("203.0.113.45", "wrong", email="ghost@example.test")
 
@@ -184,7 +184,7 @@ def operator(db: Any) -> User:
 def test_the_admin_login_is_throttled_too(operator: User, caplog: pytest.LogCaptureFixture) -> None:
     """The admin's sign-in counts the same way (any case of the address is one account) and
     answers the same page; an operator has no tenant, so the lock-out is only logged."""
-    caplog.set_level(logging.WARNING, logger="openplatform.console.lockout")
+    caplog.set_level(logging.WARNING, logger="console.lockout")
     for email in ("ops@example.test", "OPS@example.test", "Ops@Example.Test"):
         response = sign_in("203.0.113.49", "wrong", email=email, path="/admin/login/")
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import services as queue_services
 from queues.models import Queue, Subscription, Topic
 from tenants import services

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openplatform.console.templatetags.console_tags import duration
+from console.templatetags.console_tags import duration
 
 
 @pytest.mark.parametrize(

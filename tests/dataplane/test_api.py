@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient, Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane
 from queues.engine.messages import now_ms
@@ -384,7 +384,7 @@ class TestHotPath:
         self, orders: TenantCtx, django_assert_max_num_queries: Any, django_assert_num_queries: Any
     ) -> None:
         """The zero-query check can fail: a cold cache reads the key, tenant and queue."""
-        from openplatform.hotcache import forget_all_local
+        from kernel.hotcache import forget_all_local
 
         forget_all_local()
         get_redis().flushdb()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane, streams
 from queues.engine.messages import now_ms

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from openplatform.errors import QuotaExceeded, RateLimited
-from openplatform.redis_client import get_redis
+from kernel.errors import QuotaExceeded, RateLimited
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane, streams
 from queues.engine.messages import now_ms, validate_batch

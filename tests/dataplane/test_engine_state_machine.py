@@ -59,7 +59,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane, streams
 from queues.engine.messages import Outgoing, rfc3339_ms, validate_batch

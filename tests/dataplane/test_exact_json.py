@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api import parsers
-from openplatform.errors import InvalidRequest
+from kernel.errors import InvalidRequest
 from queues import services
 from tests.conftest import TenantCtx
 from tests.helpers import assert_problem

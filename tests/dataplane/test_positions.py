@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management import call_command
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services, tasks
 from queues.engine import dataplane
 from queues.engine.messages import now_ms, validate_batch

@@ -13,7 +13,7 @@ import orjson
 from django.http import HttpResponse
 from django.test import Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane
 from queues.engine.messages import now_ms, validate_batch

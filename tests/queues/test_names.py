@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openplatform.errors import InvalidRequest
+from kernel.errors import InvalidRequest
 from queues import services
 from queues.models import Queue
 from tests.conftest import TenantCtx

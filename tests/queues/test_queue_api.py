@@ -9,7 +9,7 @@ import orjson
 import pytest
 from django.test import Client
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues.engine.messages import now_ms
 from queues.models import Queue
 from tenants.models import AuditEvent, Plan

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues.engine import dataplane
 from queues.engine.messages import now_ms
 from queues.engine.targets import subscription_group

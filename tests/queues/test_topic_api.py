@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues.engine.dataplane import partition_for
 from queues.engine.targets import subscription_group, topic_partition_keys
 from queues.models import Subscription, Topic

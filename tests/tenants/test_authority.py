@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openplatform.errors import Forbidden
+from kernel.errors import Forbidden
 from tenants.authority import (
     OPERATOR,
     ROLE_AUTHORITY,

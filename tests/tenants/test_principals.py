@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from openplatform.errors import Forbidden, RateLimited, Unauthenticated
-from openplatform.hotcache import HotCache, forget_all_local
-from openplatform.redis_client import get_async_redis, get_redis
+from kernel.errors import Forbidden, RateLimited, Unauthenticated
+from kernel.hotcache import HotCache, forget_all_local
+from kernel.redis_client import get_async_redis, get_redis
 from tenants import principals, services
 from tenants.authority import OPERATOR
 from tenants.models import ApiKey

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from django.utils import timezone
 
-from openplatform.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from openplatform.redis_client import get_redis
+from kernel.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from kernel.redis_client import get_redis
 from tenants import services
 from tenants.authority import OPERATOR, Authority
 from tenants.models import (

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from tenants.models import ApiKey
 from tenants.principals import LAST_USED_KEY, authenticate
 from tenants.tasks import flush_key_last_used

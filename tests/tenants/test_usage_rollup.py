@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from openplatform.redis_client import get_redis
-from openplatform.redis_keys import usage_key
+from kernel.redis_client import get_redis
+from kernel.redis_keys import usage_key
 from queues import services as queue_services
 from tenants.models import UsageRecord
 from tenants.services import usage_rollup

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from openplatform.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, Membership, Role, Tenant, User

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from openplatform.errors import PlatformError
+from kernel.errors import PlatformError
 from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ApiKey, Tenant

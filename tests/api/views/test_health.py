@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from openplatform.redis_client import reset_clients
+from kernel.redis_client import reset_clients
 from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, User
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx, key_for

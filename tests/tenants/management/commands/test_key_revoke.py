@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from openplatform.errors import Unauthenticated
+from kernel.errors import Unauthenticated
 from tenants.models import AuditEvent
 from tenants.principals import authenticate
 from tests.conftest import TenantCtx

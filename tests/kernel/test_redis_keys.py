@@ -3,7 +3,7 @@ so every one is pinned here, exactly, for one sample tenant, queue, topic and su
 
 from __future__ import annotations
 
-from openplatform import redis_keys
+from kernel import redis_keys
 from queues.engine.targets import (
     queue_keys,
     subscription_partition_keys,

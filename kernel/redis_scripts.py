@@ -17,7 +17,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from openplatform.redis_client import get_script_lane
+from kernel.redis_client import get_script_lane
 
 Arg = str | bytes | int | float
 
@@ -45,7 +45,7 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
 
     async def arun(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run on the event loop's script lane (see openplatform.redis_client.ScriptLane):
+        """Run on the event loop's script lane (see kernel.redis_client.ScriptLane):
         exactly one EVALSHA while Redis has the script."""
         lane = get_script_lane()
         try:

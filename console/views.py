@@ -27,7 +27,7 @@ from django.views.decorators.cache import never_cache
 from django.views.generic import FormView, TemplateView
 from redis.exceptions import RedisError
 
-from openplatform.console.forms import (
+from console.forms import (
     KeyForm,
     LoginForm,
     QueueForm,
@@ -35,8 +35,8 @@ from openplatform.console.forms import (
     TopicForm,
     add_platform_error,
 )
-from openplatform.errors import NotFound, PlatformError
-from openplatform.redis_client import get_redis
+from kernel.errors import NotFound, PlatformError
+from kernel.redis_client import get_redis
 from queues import selectors as queue_selectors
 from queues import services as queue_services
 from queues.engine import streams

@@ -27,9 +27,9 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 
 from api.views.health import READY_TIMEOUT_SECONDS
+from kernel.hotcache import forget_all_local
+from kernel.redis_client import get_redis, get_script_lane, reset_clients
 from openplatform.asgi import application
-from openplatform.hotcache import forget_all_local
-from openplatform.redis_client import get_redis, get_script_lane, reset_clients
 from queues import services
 from queues.engine.targets import queue_keys
 from queues.engine.waiters import get_notifier

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openplatform.redis_client import get_redis
+from kernel.redis_client import get_redis
 from queues.engine import scripts
 
 

@@ -19,8 +19,8 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from openplatform.redis_client import get_async_redis, get_redis
-from openplatform.redis_keys import cache_key
+from kernel.redis_client import get_async_redis, get_redis
+from kernel.redis_keys import cache_key
 
 Loader = Callable[[str], dict[str, Any] | None]
 

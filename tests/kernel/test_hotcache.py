@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from openplatform.hotcache import HotCache
-from openplatform.redis_client import get_redis
+from kernel.hotcache import HotCache
+from kernel.redis_client import get_redis
 from tests.helpers import record_async_redis_commands
 
 
@@ -42,7 +42,7 @@ async def test_a_failed_fetch_fails_every_waiter_and_is_not_remembered() -> None
 
     cache = HotCache("failing-test", loader)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("openplatform.hotcache.sync_to_async", lambda f, **kw: _async(f))
+        patch.setattr("kernel.hotcache.sync_to_async", lambda f, **kw: _async(f))
         results = await asyncio.gather(
             *(cache.aget("x") for _ in range(10)), return_exceptions=True
         )

@@ -8,8 +8,8 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
-from openplatform import limits
-from openplatform.errors import PlatformError
+from kernel import limits
+from kernel.errors import PlatformError
 from queues.models import StartAt
 from tenants.models import Scope
 

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class ConsoleConfig(AppConfig):
-    name = "openplatform.console"
+    name = "console"
     label = "console"

@@ -7,7 +7,7 @@ dead-letter queue, redrive) is atomic on a cluster exactly as on one server. Ten
 over the cluster's slots; one tenant's traffic is bounded by one shard.
 
 The strings are a storage format: data in running deployments lives under them, so changing
-one loses that data (``tests/openplatform/test_redis_keys.py`` pins them).
+one loses that data (``tests/kernel/test_redis_keys.py`` pins them).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def publish_rate_key(usage: str, second: int) -> str:
 
 
 def cache_key(namespace: str, ident: str) -> str:
-    """A hot-cache document (see openplatform.hotcache)."""
+    """A hot-cache document (see kernel.hotcache)."""
     return f"op:cache:{namespace}:{ident}"
 
 
