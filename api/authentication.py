@@ -8,15 +8,9 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.request import Request
 
 from kernel.errors import Unauthenticated
-from tenants.models import ALL_SCOPES, Membership, Role
+from tenants.authority import role_permissions
 from tenants.principals import Principal, authenticate, client_address, tenant_cache
-
-ROLE_SCOPES = {
-    Role.OWNER: frozenset(ALL_SCOPES),
-    Role.ADMIN: frozenset(ALL_SCOPES),
-    Role.DEVELOPER: frozenset(ALL_SCOPES),
-    Role.VIEWER: frozenset(),
-}
+from tenants.selectors import SESSION_TENANT, session_membership, user_memberships
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -34,18 +28,17 @@ class ApiKeyAuthentication(BaseAuthentication):
 
 
 class ConsoleSessionAuthentication(SessionAuthentication):
-    """A logged-in console user acts for the tenant chosen in the session, with the scopes of
-    their role. CSRF is enforced as for any session-authenticated write."""
+    """A logged-in console user acts for the tenant chosen in the session (as the console
+    chooses it), with the scopes of their role (tenants.authority.ROLE_PERMISSIONS). CSRF is
+    enforced as for any session-authenticated write."""
 
     def authenticate(self, request: Request) -> tuple[Any, Principal] | None:
         result = super().authenticate(request)
         if result is None:
             return None
         user = result[0]
-        memberships = Membership.all_tenants.filter(user=user).select_related("tenant")
-        chosen = request._request.session.get("tenant_id")
-        membership = next(
-            (m for m in memberships if str(m.tenant_id) == chosen), memberships.first()
+        membership = session_membership(
+            list(user_memberships(user)), request._request.session.get(SESSION_TENANT)
         )
         if membership is None:
             raise Unauthenticated("This user belongs to no tenant.")
@@ -56,7 +49,7 @@ class ConsoleSessionAuthentication(SessionAuthentication):
             key_id="",
             prefix="",
             tenant_id=str(membership.tenant_id),
-            scopes=ROLE_SCOPES[Role(membership.role)],
+            scopes=role_permissions(membership.role).scopes,
             resources=(),
             tenant=tenant_doc,
             actor=f"user:{user.email}",

@@ -127,7 +127,8 @@ def to_platform_error(exc: BaseException) -> errors.PlatformError | None:
     if isinstance(exc, drf.MethodNotAllowed):
         return errors.MethodNotAllowed(str(exc.detail))
     if isinstance(exc, drf.Throttled):
-        return errors.RateLimited(str(exc.detail), retry_after=int(exc.wait or 1))
+        wait = exc.wait  # type: ignore[attr-defined]  # set by Throttled.__init__, not in the stubs
+        return errors.RateLimited(str(exc.detail), retry_after=int(wait or 1))
     if isinstance(exc, RequestDataTooBig):
         return errors.PayloadTooLarge("The request body is larger than the server accepts.")
     if isinstance(exc, SuspiciousOperation):
@@ -170,8 +171,9 @@ def _wants_problem(request: HttpRequest) -> bool:
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if isinstance(exception, RequestDataTooBig):
-        return platform_error_response(to_platform_error(exception))  # type: ignore[arg-type]
+    error = to_platform_error(exception) if isinstance(exception, RequestDataTooBig) else None
+    if error is not None:
+        return platform_error_response(error)
     return problem_response(400, "invalid_request", "Invalid request", "Bad request.")
 
 
@@ -179,7 +181,8 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     if not _wants_problem(request):
         from django.views.defaults import permission_denied as html
 
-        return html(request, exception)
+        # The stubs demand an exception; Django's view takes None as well (it renders its str).
+        return html(request, exception)  # type: ignore[arg-type]
     return problem_response(403, "forbidden", "Forbidden", "Forbidden.")
 
 

@@ -8,7 +8,7 @@ import base64
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from django.core.exceptions import ValidationError
@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from kernel.errors import InvalidRequest
 from kernel.limits import DEFAULT_PAGE, MAX_PAGE
+
+_M = TypeVar("_M", bound=Model)
 
 DEFAULT_LIMIT = DEFAULT_PAGE
 MAX_LIMIT = MAX_PAGE
@@ -52,7 +54,19 @@ def _invalid_cursor() -> InvalidRequest:
     return InvalidRequest("Invalid cursor.", errors=[{"field": "cursor", "detail": "Invalid."}])
 
 
-def _decode(cursor: str, fields: Sequence[Field]) -> list[Any]:
+def _ordering_fields(model: type[Model], names: Sequence[str]) -> list[Field[Any, Any]]:
+    """The model fields a cursor's values are checked by. A reverse relation cannot hold a
+    cursor value (it has no column and no clean()), so ordering by one is a programming error."""
+    fields = []
+    for name in names:
+        field = model._meta.get_field(name)
+        if not isinstance(field, Field):
+            raise TypeError(f"{model.__name__} cannot be paginated by {name!r}: not a column")
+        fields.append(field)
+    return fields
+
+
+def _decode(cursor: str, fields: Sequence[Field[Any, Any]]) -> list[Any]:
     """The keyset position a cursor holds, one value per ordering field, each checked by its
     model field (type, range, validators) so that nothing a client crafted reaches the query
     unless it could have come from a row: any other cursor is a 400 naming ``cursor``."""
@@ -82,11 +96,11 @@ def _decode(cursor: str, fields: Sequence[Field]) -> list[Any]:
 
 
 def paginate(
-    queryset: QuerySet,
+    queryset: QuerySet[_M],
     params: Any,
     *,
     ordering: Sequence[str],
-    serialize: Callable[[Model], dict[str, Any]],
+    serialize: Callable[[_M], dict[str, Any]],
 ) -> dict[str, Any]:
     """One page of ``queryset`` ordered by ``ordering`` (fields, '-' for descending; the last
     one must be unique). ``params`` is the request's query dict."""
@@ -95,7 +109,7 @@ def paginate(
     queryset = queryset.order_by(*ordering)
     cursor = params.get("cursor")
     if cursor is not None:
-        values = _decode(cursor, [queryset.model._meta.get_field(name) for name in fields])
+        values = _decode(cursor, _ordering_fields(queryset.model, fields))
         condition = Q()
         for depth, name in enumerate(ordering):
             field = fields[depth]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any
+from typing import Any, cast
 
 from drf_spectacular.generators import EndpointEnumerator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_parameter_type
 from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import (
+    Direction,
     OpenApiParameter,
     OpenApiResponse,
     PolymorphicProxySerializer,
@@ -35,8 +36,7 @@ from rest_framework import serializers
 
 from api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from api.views.base import RESOURCE_KWARGS as RESOURCE_PARAMETERS
-from queues.engine.messages import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES
-from queues.models import NAME_PATTERN
+from kernel.limits import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, NAME_PATTERN
 
 
 def ecma(pattern: str) -> str:
@@ -61,8 +61,8 @@ TEXT_PATTERN = r"^[^\u0000]*$"
 
 def attributes_schema(*, reserved_prefix: str | None = None) -> dict[str, Any]:
     """Message attributes (or a filter on them): up to MAX_ATTRIBUTES string values, names of
-    1 to MAX_ATTRIBUTE_KEY characters (not starting ``reserved_prefix``), no NUL in either."""
-    names = f"names of 1 to {MAX_ATTRIBUTE_KEY} characters"
+    1 to MAX_ATTRIBUTE_NAME characters (not starting ``reserved_prefix``), no NUL in either."""
+    names = f"names of 1 to {MAX_ATTRIBUTE_NAME} characters"
     if reserved_prefix:
         names += f", not starting '{reserved_prefix}'"
     schema: dict[str, Any] = {
@@ -74,7 +74,7 @@ def attributes_schema(*, reserved_prefix: str | None = None) -> dict[str, Any]:
     if SCHEMA_HAS_PROPERTY_NAMES:
         schema["propertyNames"] = {
             "minLength": 1,
-            "maxLength": MAX_ATTRIBUTE_KEY,
+            "maxLength": MAX_ATTRIBUTE_NAME,
             "pattern": TEXT_PATTERN,
         }
         if reserved_prefix:
@@ -99,13 +99,13 @@ PAGE_PARAMETERS = [
 ]
 
 
-class ProblemItemSerializer(serializers.Serializer):
+class ProblemItemSerializer(serializers.Serializer[Any]):
     index = serializers.IntegerField(required=False, help_text="The bad item of a batch.")
     field = serializers.CharField(required=False, allow_blank=True)
     detail = serializers.CharField()
 
 
-class ProblemSerializer(serializers.Serializer):
+class ProblemSerializer(serializers.Serializer[Any]):
     """application/problem+json (RFC 9457)."""
 
     type = serializers.CharField()
@@ -127,7 +127,8 @@ class ProblemSerializer(serializers.Serializer):
             "unavailable",
         ]
     )
-    errors = ProblemItemSerializer(many=True, required=False)
+    # A declared field: DRF's metaclass takes it off the class, so .errors keeps working.
+    errors = ProblemItemSerializer(many=True, required=False)  # type: ignore[assignment]
 
 
 def problem(description: str) -> OpenApiResponse:
@@ -164,7 +165,9 @@ _WWW_AUTHENTICATE = {
 _HEADERS = {"401": _WWW_AUTHENTICATE, "429": _RETRY_AFTER, "503": _RETRY_AFTER}
 
 
-def problem_media_type(result: dict, generator: object, request: object, public: bool) -> dict:
+def problem_media_type(
+    result: dict[str, Any], generator: object, request: object, public: bool
+) -> dict[str, Any]:
     """A POSTPROCESSING_HOOK: error answers are ``application/problem+json`` (API.md), but
     drf-spectacular labels every response with the renderer's ``application/json``."""
     for path in result.get("paths", {}).values():
@@ -176,7 +179,7 @@ def problem_media_type(result: dict, generator: object, request: object, public:
     return result
 
 
-def page_of(name: str, item: type[serializers.Serializer]) -> serializers.Serializer:
+def page_of(name: str, item: type[serializers.Serializer[Any]]) -> serializers.Serializer[Any]:
     """A page of a cursor-paginated list; an operation answering one takes PAGE_PARAMETERS."""
     page = inline_serializer(
         name=f"{name}Page",
@@ -225,7 +228,8 @@ class PlatformAutoSchema(AutoSchema):
     views' own docstrings (a view class with no docstring would otherwise describe its
     operations with the tenant gate's internals)."""
 
-    def get_description(self) -> str:
+    # AutoSchema itself narrows ViewInspector's get_description(path, method) to this.
+    def get_description(self) -> str:  # type: ignore[override]
         from rest_framework.views import APIView
 
         from api.views.base import AsyncTenantAPIView, TenantAPIView
@@ -235,7 +239,7 @@ class PlatformAutoSchema(AutoSchema):
         return "" if description in inherited else description
 
     def _resolve_path_parameters(self, variables: list[str]) -> list[dict[str, Any]]:
-        parameters = super()._resolve_path_parameters(variables)
+        parameters: list[dict[str, Any]] = super()._resolve_path_parameters(variables)
         for parameter in parameters:
             if parameter["name"] in RESOURCE_PARAMETERS:
                 parameter["schema"] = dict(NAME_SCHEMA)
@@ -248,12 +252,12 @@ class PlatformAutoSchema(AutoSchema):
 
     def _process_override_parameters(self, direction: str = "request") -> dict[Any, Any]:
         # after every @extend_schema(parameters=...), which may declare a bare limit/cursor
-        parameters = super()._process_override_parameters(direction)
+        parameters: dict[Any, Any] = super()._process_override_parameters(direction)
         if self._is_page():
             for parameter in PAGE_PARAMETERS:
                 parameters[parameter.name, parameter.location] = build_parameter_type(
                     name=parameter.name,
-                    schema=parameter.type,
+                    schema=cast("dict[str, Any]", parameter.type),  # a JSON schema, above
                     location=parameter.location,
                     description=parameter.description,
                 )
@@ -262,7 +266,7 @@ class PlatformAutoSchema(AutoSchema):
     def _map_basic_serializer(self, serializer: Any, direction: str) -> dict[str, Any]:
         from api.views.queues import StrictSerializer
 
-        schema = super()._map_basic_serializer(serializer, direction)
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)
         if isinstance(serializer, StrictSerializer):
             if direction == "request":
                 schema["additionalProperties"] = False
@@ -324,6 +328,7 @@ class PlatformAutoSchema(AutoSchema):
         if parameter is None or self.method != "POST":
             return links
         base, _, verb = self.path.rpartition("/")
+        targets: dict[str, dict[str, list[str]] | None]
         if verb == "messages" and parameter == "queue":
             targets = {"pull": None}
         elif verb == "pull":
@@ -342,7 +347,7 @@ class PlatformAutoSchema(AutoSchema):
                 links[_link_name(f"{base}/{target}", "POST")] = link
         return links
 
-    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+    def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)
         links = self._links()
         success = next((status for status in responses if status.startswith("2")), None)
@@ -353,7 +358,7 @@ class PlatformAutoSchema(AutoSchema):
                 responses[str(status)] = self._get_response_for_code(
                     error, str(status), direction=direction
                 )
-        for status, headers in _HEADERS.items():
-            if status in responses:
-                responses[status].setdefault("headers", {}).update(headers)
+        for code, headers in _HEADERS.items():
+            if code in responses:
+                responses[code].setdefault("headers", {}).update(headers)
         return dict(sorted(responses.items()))

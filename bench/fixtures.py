@@ -20,7 +20,7 @@ from django.db import connection, transaction
 
 from bench import payloads
 from kernel.redis_client import get_redis
-from kernel.redis_keys import LAST_USED, cache_key, tenant_tag
+from kernel.redis_keys import LAST_USED, cache_key, cache_scan_pattern, tenant_scan_pattern
 from queues import selectors, services
 from queues.engine import streams
 from queues.engine.targets import queue_keys
@@ -178,8 +178,10 @@ def cleanup(tenant: BenchTenant) -> None:
     """Remove the tenant's Redis keys, hot-cache entries and rows (cascading to its keys,
     queues and audit records) and its owner."""
     client = get_redis()
-    _unlink_matching(client, f"op:{tenant_tag(tenant.id)}:*")
-    _unlink_matching(client, cache_key(selectors.resource_cache.namespace, f"{tenant.id}:*"))
+    _unlink_matching(client, tenant_scan_pattern(tenant.id))
+    _unlink_matching(
+        client, cache_scan_pattern(selectors.resource_cache.namespace, f"{tenant.id}:")
+    )
     client.unlink(cache_key("tenant", tenant.id), cache_key("apikey", tenant.key_prefix))
     client.hdel(LAST_USED, tenant.key_prefix)
     with transaction.atomic():

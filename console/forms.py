@@ -3,7 +3,7 @@ their errors come back onto the form with :func:`add_platform_error`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -26,7 +26,7 @@ class LoginForm(AuthenticationForm):
     )
 
     def clean_username(self) -> str:
-        return self.cleaned_data["username"].strip().lower()
+        return str(self.cleaned_data["username"]).strip().lower()
 
 
 def add_platform_error(form: forms.Form, exc: PlatformError) -> None:
@@ -95,7 +95,8 @@ class QueueForm(forms.Form):
 
     def __init__(self, *args: Any, queue_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["dead_letter_queue"].choices = [("", "None")] + [(n, n) for n in queue_names]
+        choices = [("", "None")] + [(n, n) for n in queue_names]
+        cast(forms.ChoiceField, self.fields["dead_letter_queue"]).choices = choices
 
 
 class TopicForm(forms.Form):
@@ -135,7 +136,7 @@ class SubscriptionForm(forms.Form):
 
     def __init__(self, *args: Any, topic_names: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["topic"].choices = [(n, n) for n in topic_names]
+        cast(forms.ChoiceField, self.fields["topic"]).choices = [(n, n) for n in topic_names]
 
 
 class KeyForm(forms.Form):
@@ -163,7 +164,7 @@ class KeyForm(forms.Form):
         those are offered, and the service checks the same rule again."""
         super().__init__(*args, **kwargs)
         if grantable_scopes is not None:
-            field = self.fields["scopes"]
+            field = cast(forms.MultipleChoiceField, self.fields["scopes"])
             field.choices = [(v, label) for v, label in Scope.choices if v in grantable_scopes]
             field.initial = [v for v in field.initial if v in grantable_scopes]
 

@@ -10,13 +10,13 @@ Writes go through the domain services, which also write the audit trail.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -36,31 +36,17 @@ from console.forms import (
     add_platform_error,
 )
 from kernel.errors import NotFound, PlatformError
-from kernel.redis_client import get_redis
 from queues import selectors as queue_selectors
 from queues import services as queue_services
-from queues.engine import streams
-from queues.engine.messages import now_ms
-from queues.engine.targets import Consumer, queue_consumer, subscription_consumer
 from queues.models import Queue, Subscription, Topic
 from tenants import selectors as tenant_selectors
 from tenants import services as tenant_services
-from tenants.authority import Authority, role_authority
-from tenants.models import ApiKey, Membership, Role, Tenant
+from tenants.authority import Authority, RolePermissions, role_permissions
+from tenants.models import ApiKey, Membership, Tenant
+from tenants.selectors import SESSION_TENANT, session_membership, user_memberships
 
-SESSION_TENANT = "tenant_id"
-WRITER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
 RECENT_EVENTS = 10
 STORE_DOWN = "The message store is unreachable; try again in a moment."
-
-
-def user_memberships(user: Any) -> QuerySet[Membership]:
-    """A person's memberships, oldest first: the first one is where a login lands."""
-    return (
-        Membership.all_tenants.filter(user=user)
-        .select_related("tenant__plan")
-        .order_by("created_at", "id")
-    )
 
 
 # --- sign in and out ---------------------------------------------------------------------------
@@ -71,7 +57,7 @@ class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
-    def form_valid(self, form: LoginForm) -> HttpResponse:
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         response = super().form_valid(form)
         first = user_memberships(form.get_user()).first()
         if first is not None:
@@ -82,7 +68,7 @@ class LoginView(auth_views.LoginView):
 class LogoutView(auth_views.LogoutView):
     """POST only (Django's rule): a link or an image cannot sign anyone out."""
 
-    next_page = reverse_lazy("console:login")
+    next_page = reverse_lazy("console:login")  # type: ignore[assignment]  # Django resolves it lazily
 
 
 # --- the tenant gate ---------------------------------------------------------------------------
@@ -108,28 +94,33 @@ class TenantMixin(LoginRequiredMixin):
         if not memberships:
             return render(request, "console/no_tenant.html", status=403)
         chosen = request.session.get(SESSION_TENANT)
-        membership = next((m for m in memberships if str(m.tenant_id) == chosen), memberships[0])
+        membership = session_membership(memberships, chosen)
+        assert membership is not None  # memberships is not empty
         if chosen != str(membership.tenant_id):
             request.session[SESSION_TENANT] = str(membership.tenant_id)
         self.memberships = memberships
         self.membership = membership
         self.tenant = membership.tenant
         self.check_access()
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        return cast(HttpResponse, super().dispatch(request, *args, **kwargs))
 
     def check_access(self) -> None:
         """Raise PermissionDenied when the user's role may not use this view."""
 
     @property
+    def permissions(self) -> RolePermissions:
+        return role_permissions(self.membership.role)
+
+    @property
     def can_write(self) -> bool:
-        return self.membership.role in WRITER_ROLES and self.tenant.is_active
+        return self.permissions.can_write and self.tenant.is_active
 
     @property
     def actor(self) -> str:
         return f"user:{self.request.user.email}"  # type: ignore[union-attr]
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context: dict[str, Any] = super().get_context_data(**kwargs)  # type: ignore[misc]
         context.update(
             tenant=self.tenant,
             membership=self.membership,
@@ -187,13 +178,10 @@ class KeyRow:
     can_revoke: bool = False  # within the member's role authority (and the member may write)
 
 
-def _live_stats(consumers: list[Consumer]) -> list[dict[str, int]] | None:
-    """available / in flight / delayed / oldest age of each consumer; None if Redis is down."""
-    if not consumers:
-        return []
+def _live_stats(rows: list[Queue] | list[Subscription]) -> list[dict[str, int]] | None:
+    """available / in flight / delayed / oldest age of each; None if Redis is down."""
     try:
-        client, now = get_redis(), now_ms()
-        return streams.current_stats(client, consumers, now)
+        return queue_selectors.live_stats(rows)
     except RedisError:
         return None
 
@@ -211,25 +199,17 @@ class DashboardView(TenantMixin, TemplateView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         tenant = self.tenant
-        tenant_id = str(tenant.id)
         queues = list(queue_selectors.queue_list(tenant=tenant).order_by("name"))
         topics = list(queue_selectors.topic_list(tenant=tenant).order_by("name"))
         subs = list(queue_selectors.subscription_list(tenant=tenant).order_by("name"))
         keys = list(tenant_selectors.key_list(tenant=tenant))
 
-        queue_stats = _live_stats(
-            [queue_consumer(tenant_id, queue_selectors.queue_document(q)) for q in queues]
-        )
-        sub_stats = _live_stats(
-            [
-                subscription_consumer(tenant_id, queue_selectors.subscription_document(s))
-                for s in subs
-            ]
-        )
+        queue_stats = _live_stats(queues)
+        sub_stats = _live_stats(subs)
         per_topic: dict[Any, int] = {}
         for sub in subs:
             per_topic[sub.topic_id] = per_topic.get(sub.topic_id, 0) + 1
-        authority = role_authority(self.membership.role)
+        authority = self.permissions.keys
         key_rows = [
             KeyRow(key, _key_status(key), self.can_write and authority.covers_key(key))
             for key in keys
@@ -268,7 +248,7 @@ class DashboardView(TenantMixin, TemplateView):
 # --- writes ------------------------------------------------------------------------------------
 
 
-class ServiceFormView(WriterMixin, FormView):
+class ServiceFormView(WriterMixin, FormView):  # type: ignore[type-arg]  # generic only in the stubs
     """A form whose valid submission calls one service; the service's errors land on the form
     and a failed call stores nothing (every service is one transaction)."""
 
@@ -389,7 +369,7 @@ class KeyCreateView(ServiceFormView):
     @property
     def authority(self) -> Authority:
         """The keys this member may create and revoke, by their role."""
-        return role_authority(self.membership.role)
+        return self.permissions.keys
 
     def get_form_kwargs(self) -> dict[str, Any]:
         return {**super().get_form_kwargs(), "grantable_scopes": self.authority.scopes}
@@ -424,7 +404,7 @@ class KeyRevokeView(WriterMixin, TemplateView):
 
     @property
     def authority(self) -> Authority:
-        return role_authority(self.membership.role)
+        return self.permissions.keys
 
     def revocable(self, key_id: str) -> ApiKey:
         key = _key_or_404(self.tenant, key_id)

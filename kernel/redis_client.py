@@ -15,6 +15,7 @@ import asyncio
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -90,7 +91,8 @@ class DeadlineRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         try:
             async with asyncio.timeout(self.deadline):
-                return await super().execute_command(*args, **options)
+                # redis-py leaves execute_command unannotated
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         except TimeoutError as exc:  # the builtin one, raised by asyncio.timeout
             raise _deadline_error(self.deadline) from exc
 
@@ -168,7 +170,8 @@ class ScriptLane:
             socket_timeout=None,
             health_check_interval=0,
         )
-        self._make = pool.make_connection  # honours the URL: host, TLS, password, database
+        # honours the URL: host, TLS, password, database
+        self._make: Callable[[], aioredis.Connection] = pool.make_connection
         self._idle: list[aioredis.Connection] = []
         self._slots = asyncio.Semaphore(limit)
 

@@ -17,6 +17,11 @@ def tenant_tag(tenant_id: str) -> str:
     return "{t." + tenant_id.replace("-", "") + "}"
 
 
+def tenant_scan_pattern(tenant_id: str) -> str:
+    """SCAN match pattern of every message-data key of a tenant."""
+    return f"op:{tenant_tag(tenant_id)}:*"
+
+
 # --- queues -----------------------------------------------------------------------------------
 
 
@@ -93,6 +98,11 @@ def subscription_partition_retry(tenant_id: str, subscription_id: str, partition
     return f"{subscription_base(tenant_id, subscription_id)}:{partition}:retry"
 
 
+#: The one consumer name the engine reads consumer groups with: leases are the engine's own
+#: (lease sets), so every reader of a group is the same Redis consumer.
+CONSUMER = "c"
+
+
 # --- deduplication ----------------------------------------------------------------------------
 
 
@@ -110,8 +120,38 @@ def dedup_scan_pattern(prefix: str) -> str:
 
 
 def usage_key(tenant_id: str) -> str:
-    """Hash of the tenant's traffic counters, ``<hour epoch>:<counter>`` → count."""
+    """Hash of the tenant's traffic counters: fields :func:`usage_hour_field` (an hour's
+    traffic, rolled up into PostgreSQL by beat) and :func:`usage_month_field` (the month's
+    published count, read by the publish script's quota check)."""
     return f"op:{tenant_tag(tenant_id)}:usage"
+
+
+#: The counters of an hour in the usage hash, by the UsageRecord column each is rolled into.
+USAGE_COUNTERS = {"published": "p", "published_bytes": "pb", "delivered": "d", "acked": "a"}
+
+
+def usage_hour_field(now_ms: int, column: str) -> str:
+    """The usage hash field counting ``column`` (a key of USAGE_COUNTERS) in the hour of
+    ``now_ms``: ``<hour epoch>:<counter>``."""
+    return f"{now_ms // 3_600_000}:{USAGE_COUNTERS[column]}"
+
+
+def usage_month_field(year: int, month: int) -> str:
+    """The usage hash field counting a calendar month's published messages: ``m<YYYYMM>:p``."""
+    return f"m{year}{month:02d}:p"
+
+
+def parse_usage_field(field: str) -> tuple[int, str] | None:
+    """(hour epoch, UsageRecord column) of an hour's field; None for any other field."""
+    hour, _, counter = field.partition(":")
+    if not hour.isdigit():
+        return None
+    column = next((c for c, code in USAGE_COUNTERS.items() if code == counter), None)
+    return (int(hour), column) if column else None
+
+
+def is_usage_month_field(field: str) -> bool:
+    return field.startswith("m") and field.endswith(":p")
 
 
 def publish_rate_key(usage: str, second: int) -> str:
@@ -122,6 +162,11 @@ def publish_rate_key(usage: str, second: int) -> str:
 def cache_key(namespace: str, ident: str) -> str:
     """A hot-cache document (see kernel.hotcache)."""
     return f"op:cache:{namespace}:{ident}"
+
+
+def cache_scan_pattern(namespace: str, ident_prefix: str) -> str:
+    """SCAN match pattern of the hot-cache documents whose ident starts ``ident_prefix``."""
+    return cache_key(namespace, ident_prefix + "*")
 
 
 LAST_USED = "op:keys:last_used"  # hash: key prefix → last use (epoch s), drained by beat

@@ -9,6 +9,8 @@ middleware stack.
 
 import functools
 import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
@@ -17,6 +19,12 @@ from django.core.asgi import get_asgi_application
 from django.urls import Resolver404, ResolverMatch, resolve
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.production")
+
+#: What the ASGI server passes, typed so that Django's handlers and DataPlaneApp both accept it
+#: (Django's send takes any mapping, DataPlaneApp's receive returns a dict).
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 django_application = get_asgi_application()
 
@@ -41,14 +49,15 @@ def _resolve(path: str) -> ResolverMatch | None:
         return None
 
 
-def _has_bearer(scope: dict) -> bool:
-    for name, value in scope["headers"]:
+def _has_bearer(scope: Scope) -> bool:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
         if name == b"authorization":
             return value[:7].lower() == b"bearer "
     return False
 
 
-async def application(scope: dict, receive: object, send: object) -> None:
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
     """Route each request to the lightest handler that can serve it."""
     if scope["type"] == "http" and _has_bearer(scope):
         if scope["method"] == "POST":

@@ -1,18 +1,23 @@
-"""Reads of topics, queues and subscriptions, always within one tenant, and the documents
-the hot cache serves to the data plane."""
+"""Reads of topics, queues and subscriptions, always within one tenant: their rows, the
+documents the hot cache serves to the data plane, and what Redis holds of them (live stats,
+a queue's messages, a topic's log). The API and the console both read through here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
 
-from kernel.errors import NotFound
+from kernel.errors import InvalidRequest, NotFound
 from kernel.hotcache import HotCache, register
+from kernel.redis_client import get_redis
+from queues.engine import streams
+from queues.engine.messages import now_ms
+from queues.engine.targets import queue_consumer, subscription_consumer
 from queues.models import Queue, Subscription, Topic
 from tenants.models import Tenant
-
-KINDS = ("queue", "topic", "subscription")
+from tenants.principals import Principal
 
 
 def queue_document(queue: Queue) -> dict[str, Any]:
@@ -106,15 +111,15 @@ async def aresource_doc(tenant_id: str, kind: str, name: str) -> dict[str, Any]:
     return doc
 
 
-def queue_list(*, tenant: Tenant) -> QuerySet[Queue]:
+def queue_list(*, tenant: Tenant | str) -> QuerySet[Queue]:
     return Queue.objects.for_tenant(tenant).select_related("dead_letter_queue")
 
 
-def topic_list(*, tenant: Tenant) -> QuerySet[Topic]:
+def topic_list(*, tenant: Tenant | str) -> QuerySet[Topic]:
     return Topic.objects.for_tenant(tenant)
 
 
-def subscription_list(*, tenant: Tenant) -> QuerySet[Subscription]:
+def subscription_list(*, tenant: Tenant | str) -> QuerySet[Subscription]:
     return Subscription.objects.for_tenant(tenant).select_related("topic", "dead_letter_queue")
 
 
@@ -137,3 +142,73 @@ def subscription_get(*, tenant: Tenant, name: str) -> Subscription:
         return subscription_list(tenant=tenant).get(name=name)
     except Subscription.DoesNotExist as exc:
         raise NotFound("No such subscription.") from exc
+
+
+def resource_get(*, tenant: Tenant, kind: str, name: str) -> Queue | Topic | Subscription:
+    """The tenant's queue, topic or subscription ``name`` (with what its views show joined
+    in); NotFound when it has none, in particular for another tenant's."""
+    if kind == "queue":
+        return queue_get(tenant=tenant, name=name)
+    if kind == "topic":
+        return topic_get(tenant=tenant, name=name)
+    return subscription_get(tenant=tenant, name=name)
+
+
+def require_access(principal: Principal, row: Queue | Topic | Subscription) -> None:
+    """403 unless the key covers ``row``; a subscription is also covered by its topic's
+    pattern (the same rule as :func:`queues.messaging.require_access` on documents)."""
+    if isinstance(row, Subscription):
+        principal.require_access("subscription", row.name, topic=row.topic.name)
+    else:
+        principal.require_access("queue" if isinstance(row, Queue) else "topic", row.name)
+
+
+# --- what Redis holds -------------------------------------------------------------------------
+
+
+def live_stats(resources: Sequence[Queue | Subscription]) -> list[dict[str, int]]:
+    """available / in_flight / delayed / oldest_age_seconds of each queue or subscription,
+    as a pull would see them now (the due work is done first: see streams.current_stats).
+    Raises RedisError when Redis does not answer."""
+    consumers = [
+        queue_consumer(str(row.tenant_id), queue_document(row))
+        if isinstance(row, Queue)
+        else subscription_consumer(str(row.tenant_id), subscription_document(row))
+        for row in resources
+    ]
+    return streams.current_stats(get_redis(), consumers, now_ms()) if consumers else []
+
+
+def queue_peek(queue: Queue, *, limit: int, after: str | None = None) -> dict[str, Any]:
+    """Up to ``limit`` of the queue's stored messages after offset ``after``, in order and
+    with their state, leasing nothing: ``{"messages": [...], "next": offset | None}``."""
+    consumer = queue_consumer(str(queue.tenant_id), queue_document(queue))
+    messages = streams.peek(get_redis(), consumer, limit=limit, after=after)
+    return _page(messages, limit)
+
+
+def topic_log(
+    topic: Topic, *, partition: int, limit: int, after: str | None = None
+) -> dict[str, Any]:
+    """Up to ``limit`` retained messages of one partition after offset ``after``, in publish
+    order: ``{"messages": [...], "next": offset | None}`` (None: this page reached the end).
+    A partition the topic does not have is a 400."""
+    if partition >= topic.partitions:
+        raise InvalidRequest(
+            f"partition: the topic has partitions 0 to {topic.partitions - 1}.",
+            errors=[{"field": "partition", "detail": "Out of range."}],
+        )
+    messages = streams.log_read(
+        get_redis(),
+        str(topic.tenant_id),
+        str(topic.id),
+        partition=partition,
+        after=after,
+        limit=limit,
+    )
+    return _page(messages, limit)
+
+
+def _page(messages: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    more = len(messages) == limit
+    return {"messages": messages, "next": messages[-1]["offset"] if more else None}

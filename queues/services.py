@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -34,6 +35,7 @@ from queues.engine import dataplane, scripts, streams
 from queues.engine.dataplane import Gone
 from queues.engine.messages import now_ms
 from queues.engine.targets import (
+    Consumer,
     queue_consumer,
     queue_keys,
     subscription_consumer,
@@ -606,19 +608,19 @@ def _each_consumer() -> list[tuple[str, Queue | Subscription, Callable[[], Any]]
     out: list[tuple[str, Queue | Subscription, Callable[[], Any]]] = []
     for queue in Queue.all_tenants.select_related("dead_letter_queue"):
         tid = str(queue.tenant_id)
-        out.append(
-            (tid, queue, lambda q=queue, t=tid: queue_consumer(t, selectors.queue_document(q)))
-        )
+        out.append((tid, queue, partial(_queue_consumer_of, tid, queue)))
     for sub in Subscription.all_tenants.select_related("topic", "dead_letter_queue"):
         tid = str(sub.tenant_id)
-        out.append(
-            (
-                tid,
-                sub,
-                lambda s=sub, t=tid: subscription_consumer(t, selectors.subscription_document(s)),
-            )
-        )
+        out.append((tid, sub, partial(_subscription_consumer_of, tid, sub)))
     return out
+
+
+def _queue_consumer_of(tenant_id: str, queue: Queue) -> Consumer:
+    return queue_consumer(tenant_id, selectors.queue_document(queue))
+
+
+def _subscription_consumer_of(tenant_id: str, sub: Subscription) -> Consumer:
+    return subscription_consumer(tenant_id, selectors.subscription_document(sub))
 
 
 def positions_snapshot_all() -> int:
@@ -679,31 +681,36 @@ def resource_repair(*, tenant_id: str, kind: str, name: str) -> dict[str, Any] |
     copy was merely stale, e.g. of a deleted queue whose name was taken again), the current
     document is pushed to the hot cache and returned, and the caller retries once with it."""
     redis = get_redis()
-    model: type[Queue] | type[Topic] | type[Subscription]
-    model = {"queue": Queue, "topic": Topic, "subscription": Subscription}[kind]
-    query = model.objects.for_tenant(tenant_id).filter(name=name)  # type: ignore[attr-defined]
-    row = query.select_for_update().first()
-    if row is None:
+    models: dict[str, type[Queue] | type[Topic] | type[Subscription]]
+    models = {"queue": Queue, "topic": Topic, "subscription": Subscription}
+    locked = (
+        models[kind].objects.for_tenant(tenant_id).filter(name=name).select_for_update().first()
+    )
+    if locked is None:
         selectors.resource_cache.push(selectors.resource_ident(tenant_id, kind, name), None)
         return None
-    if isinstance(row, Topic):
-        for sub in Subscription.objects.for_tenant(tenant_id).filter(topic=row):
+    doc: dict[str, Any]
+    if isinstance(locked, Topic):
+        for sub in Subscription.objects.for_tenant(tenant_id).filter(topic=locked):
             _rebuild_consumer(redis, tenant_id, sub)
-        streams.topic_create(redis, tenant_id, str(row.id), row.partitions)
-        doc = selectors.topic_document(row)
+        streams.topic_create(redis, tenant_id, str(locked.id), locked.partitions)
+        doc = selectors.topic_document(locked)
+    elif isinstance(locked, Queue):
+        queue = selectors.queue_list(tenant=tenant_id).get(pk=locked.pk)
+        _rebuild_with_dead_letters(redis, tenant_id, queue)
+        doc = selectors.queue_document(queue)
     else:
-        row = (
-            model.objects.for_tenant(tenant_id)  # type: ignore[attr-defined]
-            .select_related(*(("topic",) if kind == "subscription" else ()), "dead_letter_queue")
-            .get(pk=row.pk)
-        )
-        if row.dead_letter_queue is not None:
-            _rebuild_consumer(redis, tenant_id, row.dead_letter_queue)
-        _rebuild_consumer(redis, tenant_id, row)
-        document = selectors.queue_document if kind == "queue" else selectors.subscription_document
-        doc = document(row)
+        sub = selectors.subscription_list(tenant=tenant_id).get(pk=locked.pk)
+        _rebuild_with_dead_letters(redis, tenant_id, sub)
+        doc = selectors.subscription_document(sub)
     selectors.resource_cache.push(selectors.resource_ident(tenant_id, kind, name), doc)
     return doc
+
+
+def _rebuild_with_dead_letters(redis: Any, tenant_id: str, consumer: Queue | Subscription) -> None:
+    if consumer.dead_letter_queue is not None:
+        _rebuild_consumer(redis, tenant_id, consumer.dead_letter_queue)
+    _rebuild_consumer(redis, tenant_id, consumer)
 
 
 def _repaired(tenant_id: str, kind: str, name: str) -> dict[str, Any]:

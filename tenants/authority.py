@@ -2,7 +2,8 @@
 
 An :class:`Authority` is what a caller may hand on: a set of scopes and a list of resource
 patterns (empty: every resource of the tenant). An API key's authority is its own scopes and
-patterns; a console member's comes from their role (:data:`ROLE_AUTHORITY`); operator code
+patterns; a console member's comes from their role (:data:`ROLE_PERMISSIONS`, the one map of
+what each role may do, read by the console and by the API for console sessions); operator code
 (manage.py commands, the admin, the demo) uses :data:`OPERATOR`, which covers everything.
 
 The rule (:func:`covers`): a holder covers a key when
@@ -31,7 +32,7 @@ from functools import cache, lru_cache
 from django.db.models import QuerySet
 
 from kernel.errors import Forbidden
-from tenants.models import ALL_SCOPES, ApiKey, Membership, Role, Scope, Tenant
+from tenants.models import ALL_SCOPES, ApiKey, Membership, Role, Scope, Tenant, User
 
 # --- the authority of a caller -----------------------------------------------------------------
 
@@ -59,25 +60,61 @@ class Authority:
 OPERATOR = Authority(scopes=frozenset(ALL_SCOPES), holder="an operator")
 """Operator code: all scopes, every resource, no expiry. Never for a tenant's caller."""
 
-ROLE_AUTHORITY: dict[str, Authority] = {
-    Role.OWNER: Authority(scopes=frozenset(ALL_SCOPES), holder="an owner"),
-    Role.ADMIN: Authority(scopes=frozenset(ALL_SCOPES), holder="an admin"),
+
+@dataclass(frozen=True, slots=True)
+class RolePermissions:
+    """What a console member may do by their role: ``scopes``, those of their session (the
+    console's pages and API calls made with it; reading needs no scope), and ``keys``, the
+    API keys they may create and revoke."""
+
+    scopes: frozenset[str]
+    keys: Authority
+
+    @property
+    def can_write(self) -> bool:
+        """Whether the role changes resources and keys (a viewer only looks)."""
+        return Scope.MANAGE.value in self.scopes
+
+
+ROLE_PERMISSIONS: dict[str, RolePermissions] = {
+    Role.OWNER: RolePermissions(
+        scopes=frozenset(ALL_SCOPES),
+        keys=Authority(scopes=frozenset(ALL_SCOPES), holder="an owner"),
+    ),
+    Role.ADMIN: RolePermissions(
+        scopes=frozenset(ALL_SCOPES),
+        keys=Authority(scopes=frozenset(ALL_SCOPES), holder="an admin"),
+    ),
     # A developer creates and changes resources, but a manage key can mint and revoke keys:
     # handing one out would let a developer reach past their role (the owner's keys).
-    Role.DEVELOPER: Authority(
-        scopes=frozenset({Scope.PUBLISH.value, Scope.CONSUME.value}), holder="a developer"
+    Role.DEVELOPER: RolePermissions(
+        scopes=frozenset(ALL_SCOPES),
+        keys=Authority(
+            scopes=frozenset({Scope.PUBLISH.value, Scope.CONSUME.value}), holder="a developer"
+        ),
     ),
-    Role.VIEWER: Authority(scopes=frozenset(), holder="a viewer"),
+    Role.VIEWER: RolePermissions(
+        scopes=frozenset(), keys=Authority(scopes=frozenset(), holder="a viewer")
+    ),
 }
-"""The keys each console role may create and revoke: every role is tenant-wide."""
+"""Every role's permissions; every role is tenant-wide."""
+
+_NO_ROLE = RolePermissions(
+    scopes=frozenset(), keys=Authority(scopes=frozenset(), holder="this member")
+)
+
+
+def role_permissions(role: str) -> RolePermissions:
+    """A console role's permissions; an unknown role holds nothing (fail closed)."""
+    return ROLE_PERMISSIONS.get(role, _NO_ROLE)
 
 
 def role_authority(role: str) -> Authority:
-    """A console role's authority; an unknown role holds nothing (fail closed)."""
-    return ROLE_AUTHORITY.get(role, Authority(scopes=frozenset(), holder="this member"))
+    """The keys a console role may create and revoke."""
+    return role_permissions(role).keys
 
 
-def member_authority(*, tenant: Tenant | str, user: object) -> Authority:
+def member_authority(*, tenant: Tenant | str, user: User) -> Authority:
     """The authority of ``user`` in ``tenant`` by their role; nothing if not a member."""
     role = (
         Membership.objects.for_tenant(tenant)

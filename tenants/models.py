@@ -8,7 +8,7 @@ Operator code that really means "all tenants" says so with ``Model.all_tenants``
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
@@ -21,17 +21,21 @@ class TenantScopeError(RuntimeError):
     """A tenant-owned model was queried without naming its tenant."""
 
 
-class TenantManager(models.Manager):
+_M = TypeVar("_M", bound=models.Model)
+
+
+class TenantManager(models.Manager[_M]):
     """The default manager of tenant-owned models: every query must start with for_tenant()."""
 
-    def get_queryset(self) -> models.QuerySet:
+    def get_queryset(self) -> models.QuerySet[_M]:
         raise TenantScopeError(
             f"{self.model.__name__} is tenant-owned: use "
             f"{self.model.__name__}.objects.for_tenant(tenant) (or .all_tenants for operators)."
         )
 
-    def for_tenant(self, tenant: Tenant | uuid.UUID) -> models.QuerySet:
-        """This tenant's rows only."""
+    def for_tenant(self, tenant: Tenant | uuid.UUID | str) -> models.QuerySet[_M]:
+        """This tenant's rows only (``tenant`` may be the tenant's id as text, as the hot
+        cache and the API key's principal carry it)."""
         tenant_id = tenant.pk if isinstance(tenant, Tenant) else tenant
         return super().get_queryset().filter(tenant_id=tenant_id)
 

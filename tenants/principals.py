@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -49,6 +50,7 @@ from kernel.redis_keys import (
     auth_failure_key,
     cache_key,
 )
+from kernel.redis_scripts import Script
 from tenants.models import ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
@@ -73,23 +75,7 @@ def hash_secret(secret: str) -> str:
 # built whole from PostgreSQL.
 _COMPLETE = "!"
 
-# Publish a freshly built index. KEYS[1] the live index (a set of prefixes), KEYS[2] the set
-# just built from PostgreSQL (every prefix read, plus the completeness marker). ARGV[1] how
-# many members KEYS[2] must hold; ARGV[2] the live index's time to live in seconds. The build
-# is merged into the live set (never replacing it, so a prefix pushed by a key created during
-# the build stays), and only when it is whole: a build that lost members (an OOM refusal
-# mid-way) is dropped, and the old state (without the marker: PostgreSQL is asked) stands.
-# Returns 1 when published, 0 when dropped.
-_PUBLISH_INDEX = """
-if redis.call('SCARD', KEYS[2]) ~= tonumber(ARGV[1]) then
-  redis.call('DEL', KEYS[2])
-  return 0
-end
-redis.call('SUNIONSTORE', KEYS[1], KEYS[1], KEYS[2])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[2])
-return 1
-"""
+_PUBLISH_INDEX = Script(Path(__file__).parent / "lua" / "publish_index.lua")
 
 
 class KeyIndex:
@@ -145,8 +131,9 @@ class KeyIndex:
             pipe.sadd(KEY_INDEX_BUILD, _COMPLETE)
             pipe.expire(KEY_INDEX_BUILD, 120)  # a build whose process died goes away
             pipe.execute()
-            publish = redis.register_script(_PUBLISH_INDEX)
-            published = bool(publish(keys=[KEY_INDEX, KEY_INDEX_BUILD], args=[count + 1, self.ttl]))
+            published = bool(
+                _PUBLISH_INDEX.run(redis, [KEY_INDEX, KEY_INDEX_BUILD], [count + 1, self.ttl])
+            )
         finally:
             redis.delete(KEY_INDEX_LOCK)
         if not published:
@@ -411,6 +398,19 @@ class Principal:
 
     def require_resource(self, kind: str, name: str) -> None:
         if not self.may_access(kind, name):
+            raise Forbidden(f"This API key does not cover {kind} '{name}'.")
+
+    def covers(self, kind: str, name: str, *, topic: str | None = None) -> bool:
+        """Whether the key may use the resource: a subscription (``topic`` given) is also
+        covered by a pattern of its topic, so a key for ``topic:orders*`` consumes from the
+        subscriptions of those topics."""
+        return self.may_access(kind, name) or (
+            topic is not None and self.may_access("topic", topic)
+        )
+
+    def require_access(self, kind: str, name: str, *, topic: str | None = None) -> None:
+        """403 unless :meth:`covers`."""
+        if not self.covers(kind, name, topic=topic):
             raise Forbidden(f"This API key does not cover {kind} '{name}'.")
 
 

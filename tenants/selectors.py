@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
@@ -9,11 +10,30 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from kernel.errors import NotFound
-from tenants.models import ApiKey, AuditEvent, Tenant, UsageRecord
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, User
+
+#: The session key naming the tenant a console user acts for (the console and the API's
+#: session authentication read it the same way: :func:`session_membership`).
+SESSION_TENANT = "tenant_id"
 
 
-def tenant_get(*, tenant_id: str) -> Tenant:
-    return Tenant.objects.select_related("plan").get(pk=tenant_id)
+def user_memberships(user: User) -> QuerySet[Membership]:
+    """A person's memberships in every tenant, oldest first: the first is where a login
+    lands."""
+    return (
+        Membership.all_tenants.filter(user=user)
+        .select_related("tenant__plan")
+        .order_by("created_at", "id")
+    )
+
+
+def session_membership(
+    memberships: Sequence[Membership], tenant_id: str | None
+) -> Membership | None:
+    """The membership of the tenant a session names, else the first (a session naming a
+    tenant the user has left falls back to it); None for a person in no tenant."""
+    chosen = next((m for m in memberships if str(m.tenant_id) == tenant_id), None)
+    return chosen or (memberships[0] if memberships else None)
 
 
 def key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
@@ -32,7 +52,7 @@ def usage_list(*, tenant: Tenant, start: datetime, end: datetime) -> QuerySet[Us
     )
 
 
-def usage_this_period(*, tenant: Tenant) -> dict[str, int]:
+def usage_this_period(*, tenant: Tenant) -> dict[str, int | str]:
     """This calendar month's rolled-up traffic."""
     start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     totals = (

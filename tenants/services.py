@@ -17,7 +17,12 @@ from django.utils.text import slugify
 
 from kernel.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 from kernel.redis_client import get_redis
-from kernel.redis_keys import usage_key
+from kernel.redis_keys import (
+    is_usage_month_field,
+    parse_usage_field,
+    usage_key,
+    usage_month_field,
+)
 from tenants.authority import Authority, check_grant
 from tenants.models import (
     ALL_SCOPES,
@@ -245,7 +250,6 @@ def key_flush_last_used(*, updates: dict[str, int]) -> int:
     return changed
 
 
-USAGE_FIELDS = {"p": "published", "pb": "published_bytes", "d": "delivered", "a": "acked"}
 USAGE_KEEP_HOURS = 3
 
 
@@ -256,9 +260,10 @@ def _parse_usage(raw: dict[bytes, bytes]) -> dict[int, dict[str, int]]:
     published count, read by the publish script's quota check: not an hour, not rolled up)."""
     hours: dict[int, dict[str, int]] = {}
     for field, value in raw.items():
-        hour, _, counter = field.decode().partition(":")
-        if hour.isdigit() and counter in USAGE_FIELDS:
-            hours.setdefault(int(hour), {})[USAGE_FIELDS[counter]] = int(value)
+        parsed = parse_usage_field(field.decode())
+        if parsed is not None:
+            hour, column = parsed
+            hours.setdefault(hour, {})[column] = int(value)
     return hours
 
 
@@ -271,8 +276,11 @@ def usage_rollup(*, now: datetime | None = None, chunk: int = 500) -> int:
     redis = get_redis()
     moment = now or timezone.now()
     current_hour = int(moment.timestamp()) // 3600
-    previous_month = (moment.replace(day=1) - timedelta(days=1)).strftime("m%Y%m")
-    keep_months = {moment.strftime("m%Y%m"), previous_month}
+    previous = moment.replace(day=1) - timedelta(days=1)
+    keep_months = {
+        usage_month_field(moment.year, moment.month),
+        usage_month_field(previous.year, previous.month),
+    }
     tenant_ids = list(Tenant.objects.filter(is_active=True).values_list("id", flat=True))
     written = 0
     for start in range(0, len(tenant_ids), chunk):
@@ -300,7 +308,7 @@ def usage_rollup(*, now: datetime | None = None, chunk: int = 500) -> int:
 
 
 def _is_stale(field: str, oldest_hour: int, keep_months: set[str]) -> bool:
-    period = field.partition(":")[0]
-    if period.isdigit():
-        return int(period) < oldest_hour
-    return period.startswith("m") and period not in keep_months
+    hourly = parse_usage_field(field)
+    if hourly is not None:
+        return hourly[0] < oldest_hour
+    return is_usage_month_field(field) and field not in keep_months

@@ -1,18 +1,25 @@
 """The one tenant gate: every tenant endpoint subclasses one of these two views.
 
-Both resolve the caller (API key from the hot cache, or a console session), check the scope
-the HTTP method needs from ``scope_map``, and hand the handler its tenant. Subclasses declare
-only what differs. The control plane uses :class:`TenantAPIView` (DRF, sync); the data plane
-uses :class:`AsyncTenantAPIView`, which keeps DRF's schema metadata but runs on the event loop
-with nothing between the socket and the engine but authentication and JSON.
+Before any handler runs, the gate resolves the caller (an API key from the hot cache, or a
+console session), checks the scope the HTTP method needs (``scope_map``) and, for a view that
+declares ``resource_kind``, looks up the resource named in the URL within the caller's tenant
+(404 when it has none: another tenant's name is never a 403) and checks the key's patterns
+(403). The handler is called with the resource in place of its name. Subclasses declare what
+differs and cannot override the gate itself (``__init_subclass__`` refuses it), so no endpoint
+can forget a check.
+
+The control plane uses :class:`TenantAPIView` (DRF, sync: the row, from PostgreSQL); the data
+plane uses :class:`AsyncTenantAPIView`, which keeps DRF's schema metadata but runs on the
+event loop with nothing between the socket and the engine but authentication and JSON (the
+document, from the hot cache: no PostgreSQL query when warm).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -24,7 +31,9 @@ from api.errors import platform_error_response, problem_response, to_platform_er
 from api.parsers import loads, loads_exact
 from api.renderers import dumps
 from kernel.errors import MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
-from queues.models import NAME_PATTERN
+from kernel.limits import NAME_PATTERN
+from queues import messaging, selectors
+from tenants.authority import require_tenant_wide
 from tenants.models import Tenant
 from tenants.principals import Principal, aauthenticate, client_address
 
@@ -42,6 +51,19 @@ DEFAULT_SCOPE_MAP: dict[str, str | None] = {
 #: URL parameters that name a topic, queue or subscription.
 RESOURCE_KWARGS = ("queue", "topic", "subscription")
 _NAME = re.compile(NAME_PATTERN)
+#: What a view may not redefine: the gate.
+GATE_METHODS = frozenset({"dispatch", "initial", "initialize_request"})
+
+
+def _guard_gate(cls: type, base: type) -> None:
+    """Refuse a subclass of ``base`` that redefines a method of the gate."""
+    overridden = sorted(GATE_METHODS & set(vars(cls)))
+    if overridden:
+        raise TypeError(
+            f"{cls.__qualname__} overrides {', '.join(overridden)} of {base.__name__}: the "
+            "tenant gate is not for views to change; declare scope_map, resource_kind or "
+            "tenant_wide instead."
+        )
 
 
 def require_resource_names(kwargs: Mapping[str, Any]) -> None:
@@ -56,17 +78,38 @@ def require_resource_names(kwargs: Mapping[str, Any]) -> None:
 
 class TenantAPIView(APIView):
     """A DRF view for one tenant's resources. ``self.principal`` is the caller and
-    ``self.tenant`` its Tenant row (loaded on first use)."""
+    ``self.tenant`` its Tenant row (loaded on first use).
+
+    ``resource_kind`` ("queue", "topic" or "subscription", also the URL parameter's name)
+    makes the gate pass the handler that resource's row instead of its name (when the URL has
+    one: a list view of the same family has none). ``tenant_wide`` (what the data is, for the
+    message) refuses keys limited to some resources."""
 
     scope_map: ClassVar[dict[str, str | None]] = DEFAULT_SCOPE_MAP
+    resource_kind: ClassVar[str | None] = None
+    tenant_wide: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_gate(cls, TenantAPIView)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.principal: Principal = request.auth
+        # ApiKeyAuthentication and ConsoleSessionAuthentication both set a Principal, and a
+        # request with neither never gets here (DRF answers 401 first).
+        self.principal: Principal = cast(Principal, request.auth)
         scope = self.scope_map.get(request.method or "GET")
         if scope is not None:
             self.principal.require_scope(scope)
         require_resource_names(kwargs)
+        if self.tenant_wide:
+            require_tenant_wide(self.principal.resources, self.tenant_wide)
+        kind = self.resource_kind
+        if kind is not None and kind in kwargs:
+            row = selectors.resource_get(tenant=self.tenant, kind=kind, name=kwargs[kind])
+            selectors.require_access(self.principal, row)
+            # DRF calls the handler with the very dict it keeps as self.kwargs.
+            self.kwargs[kind] = row
 
     @property
     def tenant(self) -> Tenant:
@@ -84,10 +127,16 @@ def json_response(data: Any, status: int = 200) -> HttpResponse:
 
 class AsyncTenantAPIView(APIView):
     """An async view for the hot path. Handlers are ``async def post(self, request, principal,
-    **kwargs)`` and return an HttpResponse; errors become problem+json here. A method the
-    view has no handler for is a 405 with ``Allow`` (RFC 9110), before the key is checked."""
+    resource)`` (``resource``: the cached document of the ``resource_kind`` the URL names) and
+    return an HttpResponse; errors become problem+json here. A method the view has no handler
+    for is a 405 with ``Allow`` (RFC 9110), before the key is checked."""
 
     scope_map: ClassVar[dict[str, str | None]] = DEFAULT_SCOPE_MAP
+    resource_kind: ClassVar[messaging.Kind]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_gate(cls, AsyncTenantAPIView)
 
     def allowed_method_names(self) -> list[str]:
         """The methods this view serves (OPTIONS is not one: it is answered 405 too)."""
@@ -98,11 +147,14 @@ class AsyncTenantAPIView(APIView):
         ]
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:  # type: ignore[override]
-        self.args, self.kwargs, self.request = args, kwargs, request
+        self.args, self.kwargs = args, kwargs
+        self.request = request  # type: ignore[assignment]  # a plain HttpRequest: no DRF Request on the hot path
         method = (request.method or "GET").upper()
         # Only the HTTP verbs: getattr() of any method name would also find "dispatch".
         allowed = self.allowed_method_names()
-        handler = getattr(self, method.lower()) if method in allowed else None
+        handler: Callable[..., Awaitable[HttpResponse]] | None = (
+            getattr(self, method.lower()) if method in allowed else None
+        )
         try:
             if handler is None:
                 response = platform_error_response(
@@ -117,7 +169,9 @@ class AsyncTenantAPIView(APIView):
             if scope is not None:
                 principal.require_scope(scope)
             require_resource_names(kwargs)
-            return await handler(request, principal, *args, **kwargs)
+            kind = self.resource_kind
+            resource = await messaging.resolve(principal, kind, kwargs[kind])
+            return await handler(request, principal, resource)
         except Exception as exc:
             error = to_platform_error(exc)
             if error is None:

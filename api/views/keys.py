@@ -8,7 +8,7 @@ acts with its role's authority.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -23,10 +23,10 @@ from api.views.queues import StrictCharField, StrictSerializer
 from kernel.errors import NotFound
 from tenants import selectors, services
 from tenants.authority import Authority, key_authority, keys_within, member_authority
-from tenants.models import ALL_SCOPES, ApiKey
+from tenants.models import ALL_SCOPES, ApiKey, User
 
 
-class KeyOutputSerializer(serializers.Serializer):
+class KeyOutputSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     name = serializers.CharField()
     prefix = serializers.CharField(help_text="The public part of the key: op_<prefix>_…")
@@ -71,8 +71,9 @@ class KeyAPIView(TenantAPIView):
                     scopes=principal.scopes,
                     resources=principal.resources,
                 )
-            else:  # a console session: its role's authority
-                cached = member_authority(tenant=principal.tenant_id, user=self.request.user)
+            else:  # a console session (so a signed-in user): its role's authority
+                user = cast(User, self.request.user)
+                cached = member_authority(tenant=principal.tenant_id, user=user)
             self._authority = cached
         return cached
 

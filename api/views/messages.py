@@ -1,16 +1,15 @@
-"""The data plane: publish, pull, ack, nack and modify-deadline.
+"""The data plane's REST endpoints: publish, pull, ack, nack and modify-deadline.
 
-These views run on the event loop and, when warm, make no PostgreSQL query: the API key, the
-tenant's limits and the queue/topic/subscription come from the hot cache, and each operation
-is one Lua script call (a publish is one Redis round trip). A pull with ``wait_seconds``
-sleeps on an asyncio.Event until the publish script announces messages (queues.engine.waiters).
+These views run on the event loop and, when warm, make no PostgreSQL query: the API key and
+the tenant's limits come from the hot cache, the gate (api.views.base) resolves the queue,
+topic or subscription from it, and the handler reads the request and makes one call of the
+data-plane service (queues.messaging), which is one Lua script call (a publish is one Redis
+round trip) or, for a pull with ``wait_seconds``, the long poll.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, cast
 
 from asgiref.sync import sync_to_async
 from django.core.validators import RegexValidator
@@ -28,35 +27,21 @@ from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import OffsetOutField, QueuePeekView, StrictSerializer
 from api.views.topics import TopicLogView
 from kernel import limits
-from kernel.errors import InvalidRequest, NotFound
-from queues.engine import dataplane
-from queues.engine.dataplane import ACK_ID_PATTERN
-from queues.engine.messages import (
+from kernel.errors import InvalidRequest
+from kernel.limits import (
+    ACK_ID_PATTERN,
     MAX_BATCH,
     MAX_DEDUP_ID,
     MAX_DELAY_SECONDS,
     MAX_KEY_LENGTH,
+    MAX_VISIBILITY_TIMEOUT,
     RESERVED_ATTRIBUTE_PREFIX,
-    now_ms,
-    validate_batch,
 )
-from queues.engine.targets import (
-    Consumer,
-    queue_consumer,
-    queue_destination,
-    subscription_consumer,
-    topic_destination,
-)
-from queues.engine.waiters import get_notifier
-from queues.models import MAX_VISIBILITY_TIMEOUT
-from queues.selectors import aresource_doc
-from queues.services import resource_repair
+from queues import messaging
 from tenants.principals import Principal
 
 _queue_peek = QueuePeekView.as_view()
 _topic_log = TopicLogView.as_view()
-
-T = TypeVar("T")
 
 MAX_WAIT_SECONDS = limits.MAX_WAIT_SECONDS
 DEFAULT_MAX_MESSAGES = limits.DEFAULT_PULL
@@ -141,14 +126,14 @@ class AckIdField(serializers.CharField):
     pass
 
 
-class PublishedSerializer(serializers.Serializer):
+class PublishedSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     partition = serializers.IntegerField()
     offset = OffsetOutField(allow_null=True, help_text="null while the message is delayed")
     duplicate = serializers.BooleanField()
 
 
-class MessageOutSerializer(serializers.Serializer):
+class MessageOutSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     ack_id = AckIdField()
     body = serializers.JSONField(required=False, allow_null=True, help_text="A JSON body.")
@@ -271,73 +256,12 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
-def _queue_consumer(principal: Principal, doc: dict[str, Any]) -> Consumer:
-    principal.require_resource("queue", doc["name"])
-    return queue_consumer(principal.tenant_id, doc)
-
-
-def _subscription_consumer(principal: Principal, doc: dict[str, Any]) -> Consumer:
-    name = doc["name"]
-    if not principal.may_access("subscription", name) and not principal.may_access(
-        "topic", doc["topic"]["name"]
-    ):
-        principal.require_resource("subscription", name)
-    return subscription_consumer(principal.tenant_id, doc)
-
-
-async def _with_current_doc(
-    principal: Principal, kind: str, name: str, call: Callable[[dict[str, Any]], Awaitable[T]]
-) -> T:
-    """Run ``call`` with the cached document of ``kind`` ``name``; if the engine finds the
-    resource gone (the copy was stale: deleted, perhaps created again under the same name;
-    or Redis lost it), look it up in PostgreSQL and run ``call`` once more with the truth, or
-    answer 404. A Gone call changed nothing in Redis, so running it again never doubles it."""
-    doc = await aresource_doc(principal.tenant_id, kind, name)
-    try:
-        return await call(doc)
-    except dataplane.Gone:
-        current = await sync_to_async(resource_repair)(
-            tenant_id=principal.tenant_id, kind=kind, name=name
-        )
-        if current is None:
-            raise NotFound(f"No such {kind}.") from None
-        return await call(current)
-
-
 # --- publish ----------------------------------------------------------------------------------
-
-
-async def _publish(
-    request: HttpRequest, principal: Principal, kind: str, name: str
-) -> HttpResponse:
-    now = now_ms()
-    messages = None
-    tenant = principal.tenant
-    limits = dataplane.Limits(
-        per_second=tenant.get("publish_rate_per_second") or 0,
-        per_month=tenant.get("monthly_messages") or 0,
-    )
-    destination = queue_destination if kind == "queue" else topic_destination
-
-    async def publish(doc: dict[str, Any]) -> list[dict[str, Any]]:
-        nonlocal messages
-        principal.require_resource(kind, name)  # once the name is known to exist: else a 404
-        if messages is None:
-            # exact: a body is delivered as the JSON value it came as, every number intact
-            messages = validate_batch(
-                read_json(request, exact=True),
-                max_message_bytes=tenant["max_message_bytes"],
-                now_ms=now,
-            )
-        dest = destination(principal.tenant_id, doc)
-        return await dataplane.apublish(dest, messages, now, limits)
-
-    result = await _with_current_doc(principal, kind, name, publish)
-    return json_response({"messages": result}, status=201)
 
 
 class QueuePublishView(AsyncTenantAPIView):
     scope_map = {"POST": "publish", "GET": "consume"}
+    resource_kind = "queue"
 
     @extend_schema(
         operation_id="queue_messages_publish",
@@ -349,18 +273,26 @@ class QueuePublishView(AsyncTenantAPIView):
             "whole request and nothing is stored. A 201 means every message is in Redis."
         ),
     )
-    async def post(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
-        return await _publish(request, principal, "queue", queue)
+    async def post(
+        self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
+    ) -> HttpResponse:
+        # exact: a body is delivered as the JSON value it came as, every number intact
+        body = read_json(request, exact=True)
+        result = await messaging.publish(principal, "queue", resource, body)
+        return json_response({"messages": result}, status=201)
 
-    async def get(self, request: HttpRequest, principal: Principal, queue: str) -> HttpResponse:
+    async def get(
+        self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
+    ) -> HttpResponse:
         """GET on this path is the peek (a control-plane read), served by its own view."""
-        return await sync_to_async(_queue_peek)(request, queue=queue)
+        return await sync_to_async(_queue_peek)(request, queue=resource["name"])
 
     get.kwargs = QueuePeekView.get.kwargs  # type: ignore[attr-defined]  # its OpenAPI operation
 
 
 class TopicPublishView(AsyncTenantAPIView):
     scope_map = {"POST": "publish", "GET": "consume"}
+    resource_kind = "topic"
 
     @extend_schema(
         operation_id="topic_messages_publish",
@@ -371,12 +303,18 @@ class TopicPublishView(AsyncTenantAPIView):
             "filter. A message's key picks its partition (same key, same partition, in order)."
         ),
     )
-    async def post(self, request: HttpRequest, principal: Principal, topic: str) -> HttpResponse:
-        return await _publish(request, principal, "topic", topic)
+    async def post(
+        self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
+    ) -> HttpResponse:
+        body = read_json(request, exact=True)
+        result = await messaging.publish(principal, "topic", resource, body)
+        return json_response({"messages": result}, status=201)
 
-    async def get(self, request: HttpRequest, principal: Principal, topic: str) -> HttpResponse:
+    async def get(
+        self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
+    ) -> HttpResponse:
         """GET on this path reads the log by offset, served by its own view."""
-        return await sync_to_async(_topic_log)(request, topic=topic)
+        return await sync_to_async(_topic_log)(request, topic=resource["name"])
 
     get.kwargs = TopicLogView.get.kwargs  # type: ignore[attr-defined]  # its OpenAPI operation
 
@@ -384,44 +322,17 @@ class TopicPublishView(AsyncTenantAPIView):
 # --- pull -------------------------------------------------------------------------------------
 
 
-async def pull_messages(
-    consumer: Consumer, *, count: int, wait_seconds: int, visibility_ms: int | None
-) -> list[dict[str, Any]]:
-    """Lease up to ``count`` messages, waiting up to ``wait_seconds`` for the first one."""
-    pulled = await dataplane.apull(
-        consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms
-    )
-    if pulled.messages or wait_seconds <= 0:
-        return pulled.messages
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    async with get_notifier().watch(consumer.channel) as waiter:
-        while True:
-            # Pull again now that the subscription is confirmed: a publish between the first
-            # pull and the subscription would otherwise go unheard.
-            mark = waiter.mark()
-            now = now_ms()
-            pulled = await dataplane.apull(
-                consumer, count=count, now_ms=now, visibility_ms=visibility_ms
-            )
-            remaining = deadline - loop.time()
-            if pulled.messages or remaining <= 0:
-                return pulled.messages
-            if waiter.changed(mark):
-                continue  # something was published while this pull ran
-            if pulled.next_due_ms is not None:
-                # a delayed message, an expiring lease or a backoff ends before the wait does
-                remaining = min(remaining, max(pulled.next_due_ms - now, 0) / 1000 + 0.002)
-            await waiter.park(remaining)
-
-
-async def _pull(request: HttpRequest, consumer: Consumer) -> HttpResponse:
+async def _pull(
+    request: HttpRequest, principal: Principal, kind: messaging.ConsumerKind, doc: dict[str, Any]
+) -> HttpResponse:
     body = _object(read_json(request), {"max_messages", "wait_seconds", "visibility_timeout"})
     count = _int_field(body, "max_messages", 1, limits.MAX_PULL, DEFAULT_MAX_MESSAGES)
     wait = _int_field(body, "wait_seconds", 0, MAX_WAIT_SECONDS, 0)
     visibility = _int_field(body, "visibility_timeout", 0, MAX_VISIBILITY_TIMEOUT, None)
-    messages = await pull_messages(
-        consumer,
+    messages = await messaging.pull(
+        principal,
+        kind,
+        doc,
         count=count or DEFAULT_MAX_MESSAGES,
         wait_seconds=wait or 0,
         visibility_ms=None if visibility is None else visibility * 1000,
@@ -438,7 +349,13 @@ PULL_DESCRIPTION = (
 # --- ack, nack, modify-deadline ---------------------------------------------------------------
 
 
-async def _settle(request: HttpRequest, consumer: Consumer, mode: str) -> HttpResponse:
+async def _settle(
+    request: HttpRequest,
+    principal: Principal,
+    kind: messaging.ConsumerKind,
+    doc: dict[str, Any],
+    mode: messaging.SettleMode,
+) -> HttpResponse:
     if mode == "ack":
         body = _object(read_json(request), {"ack_ids"})
         ms = 0
@@ -454,7 +371,7 @@ async def _settle(request: HttpRequest, consumer: Consumer, mode: str) -> HttpRe
             )
         ms = (_int_field(body, "seconds", 0, MAX_VISIBILITY_TIMEOUT, None) or 0) * 1000
     ack_ids = body.get("ack_ids")
-    settled, stale = await dataplane.asettle(consumer, mode, ack_ids, ms=ms, now_ms=now_ms())  # type: ignore[arg-type]
+    settled, stale = await messaging.settle(principal, kind, doc, mode, ack_ids, ms=ms)
     word = {"ack": "acked", "nack": "nacked", "deadline": "modified"}[mode]
     return json_response({word: settled, "stale": stale})
 
@@ -477,22 +394,19 @@ class ConsumerView(AsyncTenantAPIView):
     """POST .../{queue|subscription}/{pull|ack|nack|modify-deadline}."""
 
     scope_map = {"POST": "consume"}
-    kind: ClassVar[str]  # "queue" | "subscription": also the URL's parameter name
+    resource_kind: ClassVar[messaging.ConsumerKind]  # also the URL's parameter name
     verb: ClassVar[str]  # "pull" | "ack" | "nack" | "deadline"
 
-    async def post(self, request: HttpRequest, principal: Principal, **kwargs: str) -> HttpResponse:
-        as_consumer = _queue_consumer if self.kind == "queue" else _subscription_consumer
-
-        async def serve(doc: dict[str, Any]) -> HttpResponse:
-            consumer = as_consumer(principal, doc)
-            if self.verb == "pull":
-                return await _pull(request, consumer)
-            return await _settle(request, consumer, self.verb)
-
-        return await _with_current_doc(principal, self.kind, kwargs[self.kind], serve)
+    async def post(
+        self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
+    ) -> HttpResponse:
+        if self.verb == "pull":
+            return await _pull(request, principal, self.resource_kind, resource)
+        mode = cast(messaging.SettleMode, self.verb)
+        return await _settle(request, principal, self.resource_kind, resource, mode)
 
 
-_VERBS: dict[str, tuple[str, type[serializers.Serializer], Any, str]] = {
+_VERBS: dict[str, tuple[str, type[serializers.Serializer[Any]], Any, str]] = {
     "pull": ("pull", PullInSerializer, PULLED, PULL_DESCRIPTION),
     "ack": ("ack", AckInSerializer, ACKED, ACK_DESCRIPTION),
     "nack": ("nack", NackInSerializer, NACKED, NACK_DESCRIPTION),
@@ -507,9 +421,9 @@ def consumer_view(kind: str, verb: str) -> type[ConsumerView]:
     # A method of the class's own (not extend_schema_view, whose wrapper is not a coroutine
     # function and would make Django treat the view as synchronous).
     async def post(
-        self: ConsumerView, request: HttpRequest, principal: Principal, **kwargs: str
+        self: ConsumerView, request: HttpRequest, principal: Principal, resource: dict[str, Any]
     ) -> HttpResponse:
-        return await ConsumerView.post(self, request, principal, **kwargs)
+        return await ConsumerView.post(self, request, principal, resource)
 
     schema = extend_schema(
         operation_id=f"{kind}_{operation}",
@@ -521,7 +435,7 @@ def consumer_view(kind: str, verb: str) -> type[ConsumerView]:
         f"{kind.title()}{operation.title().replace('_', '')}View",
         (ConsumerView,),
         {
-            "kind": kind,
+            "resource_kind": kind,
             "verb": verb,
             "may_wait": verb == "pull",  # a long poll: api.asgi cancels it if the client leaves
             "__doc__": description,

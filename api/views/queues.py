@@ -10,9 +10,9 @@ subscription views.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -26,25 +26,20 @@ from kernel.limits import (
     DEFAULT_QUEUE_RETENTION,
     DEFAULT_VISIBILITY_TIMEOUT,
     MAX_BACKOFF_SECONDS,
-    MAX_RETENTION_SECONDS,
-    MIN_RETENTION_SECONDS,
-)
-from kernel.redis_client import get_redis
-from queues import selectors, services
-from queues.engine import streams
-from queues.engine.dataplane import STREAM_ID_PATTERN, is_stream_id
-from queues.engine.messages import now_ms
-from queues.engine.targets import queue_consumer
-from queues.models import (
     MAX_DELAY_SECONDS,
     MAX_DELIVERY_ATTEMPTS,
+    MAX_RETENTION_SECONDS,
     MAX_VISIBILITY_TIMEOUT,
-    Queue,
-    name_validator,
+    MIN_RETENTION_SECONDS,
+    STREAM_ID_PATTERN,
+    is_stream_id,
 )
+from queues import selectors, services
+from queues.models import Queue, name_validator
 from tenants.principals import Principal
 
 MIN_RETENTION, MAX_RETENTION = MIN_RETENTION_SECONDS, MAX_RETENTION_SECONDS
+M = TypeVar("M", bound=Model)
 MAX_INT64 = 2**63 - 1  # what JSON clients (a Java long, a Go int64) can send
 PEEK_DEFAULT, PEEK_MAX = 10, 100
 
@@ -52,7 +47,7 @@ PEEK_DEFAULT, PEEK_MAX = 10, 100
 # --- shared serializer pieces -------------------------------------------------------------
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """A request body whose unknown fields are a 400 naming them, not silently dropped.
     Fields listed in ``immutable`` exist but cannot be sent here (PATCH)."""
 
@@ -104,12 +99,12 @@ class NameField(StrictCharField):
         )
 
 
-class QueryParameter(serializers.Field):
+class QueryParameter(serializers.Field[Any, Any, Any, Any]):
     """A query parameter whose empty value (``?limit=``) is a value, and so a 400, not the
     absence DRF's form handling would make of it (and then use the default)."""
 
     def get_value(self, dictionary: Mapping[str, Any]) -> Any:
-        return dictionary.get(self.field_name, empty)
+        return dictionary.get(self.field_name or "", empty)
 
 
 class QueryIntegerField(QueryParameter, serializers.IntegerField):
@@ -119,7 +114,7 @@ class QueryIntegerField(QueryParameter, serializers.IntegerField):
     def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, str) or not DECIMAL.fullmatch(data):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        return int(super().to_internal_value(data))
 
 
 @extend_schema_field({"type": "string", "pattern": STREAM_ID_PATTERN})
@@ -133,7 +128,7 @@ class OffsetField(QueryParameter, serializers.CharField):
         super().__init__(trim_whitespace=False, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
+        value = str(super().to_internal_value(data))
         if not is_stream_id(value):
             self.fail("offset")
         return value
@@ -144,7 +139,7 @@ class RetryBackoffSerializer(StrictSerializer):
     max_seconds = StrictIntegerField(min_value=0, max_value=MAX_BACKOFF_SECONDS, required=False)
 
 
-class StatsSerializer(serializers.Serializer):
+class StatsSerializer(serializers.Serializer[Any]):
     available = serializers.IntegerField(help_text="Deliverable by a pull now.")
     in_flight = serializers.IntegerField(help_text="Leased and not yet acknowledged.")
     delayed = serializers.IntegerField(help_text="Delayed, or waiting out a retry backoff.")
@@ -158,7 +153,7 @@ class OffsetOutField(serializers.CharField):
     """A message's offset in its stream, ``<ms>-<seq>``, as answers show it."""
 
 
-class StoredMessageSerializer(serializers.Serializer):
+class StoredMessageSerializer(serializers.Serializer[Any]):
     """A message as a non-leasing read shows it (no ack_id, no delivery_attempt)."""
 
     id = serializers.CharField()
@@ -181,8 +176,8 @@ class PeekedMessageSerializer(StoredMessageSerializer):
 
 
 def visible(
-    queryset: QuerySet, principal: Principal, allowed: Callable[..., bool], *fields: str
-) -> QuerySet:
+    queryset: QuerySet[M], principal: Principal, allowed: Callable[..., bool], *fields: str
+) -> QuerySet[M]:
     """``queryset`` narrowed to the rows a resource-limited key may access.
 
     ``allowed`` gets the values of ``fields`` of each row. The patterns are shell globs
@@ -194,15 +189,10 @@ def visible(
     return queryset.filter(pk__in=[row[0] for row in rows if allowed(*row[1:])])
 
 
-def stats_of(consumer: Any) -> dict[str, int]:
-    (stats,) = streams.current_stats(get_redis(), [consumer], now_ms())
-    return stats
-
-
 # --- queues ---------------------------------------------------------------------------------
 
 
-class QueueOutputSerializer(serializers.Serializer):
+class QueueOutputSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     visibility_timeout = serializers.IntegerField()
     delay_seconds = serializers.IntegerField()
@@ -234,15 +224,9 @@ def queue_data(queue: Queue) -> dict[str, Any]:
 
 
 class QueueView(TenantAPIView):
-    """Shared by the views of one named queue."""
+    """Shared by the views of queues: the gate passes ``queue`` as the row."""
 
-    def get_queue(self, name: str) -> Queue:
-        """The caller's queue ``name``: 404 when this tenant has none (checked before the
-        key's patterns, so another tenant's name is never a 403), 403 when the key's
-        patterns do not cover it."""
-        queue = selectors.queue_get(tenant=self.tenant, name=name)
-        self.principal.require_resource("queue", queue.name)
-        return queue
+    resource_kind = "queue"
 
     def require_queues(self, *names: str | None) -> None:
         """Queues a change refers to (a dead-letter queue, a redrive target) must be covered
@@ -332,10 +316,9 @@ class QueueDetailView(QueueView):
         description="The queue's settings and its live message counts.",
         responses={200: QueueDetailOutputSerializer},
     )
-    def get(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
-        consumer = queue_consumer(str(self.tenant.id), selectors.queue_document(row))
-        return Response({**queue_data(row), "stats": stats_of(consumer)})
+    def get(self, request: Request, queue: Queue) -> Response:
+        (stats,) = selectors.live_stats([queue])
+        return Response({**queue_data(queue), "stats": stats})
 
     @extend_schema(
         operation_id="queues_update",
@@ -346,14 +329,13 @@ class QueueDetailView(QueueView):
         },
         description="Changes the given settings; the name cannot change.",
     )
-    def patch(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
+    def patch(self, request: Request, queue: Queue) -> Response:
         data = self.InputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         self.require_queues(changes.get("dead_letter_queue"))
         updated = services.queue_update(
-            tenant=self.tenant, actor=self.principal.actor, queue=row, changes=changes
+            tenant=self.tenant, actor=self.principal.actor, queue=queue, changes=changes
         )
         return Response(queue_data(updated))
 
@@ -365,9 +347,8 @@ class QueueDetailView(QueueView):
         },
         description="Deletes the queue and all its messages.",
     )
-    def delete(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
-        services.queue_delete(tenant=self.tenant, actor=self.principal.actor, queue=row)
+    def delete(self, request: Request, queue: Queue) -> Response:
+        services.queue_delete(tenant=self.tenant, actor=self.principal.actor, queue=queue)
         return Response(status=204)
 
 
@@ -382,9 +363,8 @@ class QueuePurgeView(QueueView):
         },
         description="Deletes every stored and delayed message of the queue (manage scope).",
     )
-    def post(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
-        purged = services.queue_purge(tenant=self.tenant, actor=self.principal.actor, queue=row)
+    def post(self, request: Request, queue: Queue) -> Response:
+        purged = services.queue_purge(tenant=self.tenant, actor=self.principal.actor, queue=queue)
         return Response({"purged": purged})
 
 
@@ -428,15 +408,14 @@ class QueueRedriveView(QueueView):
         },
         description="Moves dead letters back, without their op-* attributes (manage scope).",
     )
-    def post(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
+    def post(self, request: Request, queue: Queue) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         self.require_queues(data.validated_data["to"])
         result = services.queue_redrive(
             tenant=self.tenant,
             actor=self.principal.actor,
-            queue=row,
+            queue=queue,
             may_target=lambda name: self.principal.may_access("queue", name),
             **data.validated_data,
         )
@@ -448,7 +427,7 @@ class QueuePeekView(QueueView):
 
     scope_map = {"GET": "consume"}
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         limit = QueryIntegerField(
             min_value=1,
             max_value=PEEK_MAX,
@@ -473,13 +452,10 @@ class QueuePeekView(QueueView):
         },
         description="The queue's stored messages in order, with their state; leases nothing.",
     )
-    def get(self, request: Request, queue: str) -> Response:
-        row = self.get_queue(queue)
+    def get(self, request: Request, queue: Queue) -> Response:
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        limit = query.validated_data["limit"]
-        after = query.validated_data.get("after")
-        consumer = queue_consumer(str(self.tenant.id), selectors.queue_document(row))
-        messages = streams.peek(get_redis(), consumer, limit=limit, after=after)
-        more = len(messages) == limit
-        return Response({"messages": messages, "next": messages[-1]["offset"] if more else None})
+        page = selectors.queue_peek(
+            queue, limit=query.validated_data["limit"], after=query.validated_data.get("after")
+        )
+        return Response(page)

@@ -27,16 +27,17 @@ from api.views.queues import (
     StrictCharField,
     StrictIntegerField,
     StrictSerializer,
-    stats_of,
     visible,
 )
-from kernel.errors import Forbidden
-from kernel.limits import DEFAULT_VISIBILITY_TIMEOUT
+from kernel.limits import (
+    DEFAULT_VISIBILITY_TIMEOUT,
+    MAX_ATTRIBUTE_NAME,
+    MAX_ATTRIBUTES,
+    MAX_DELIVERY_ATTEMPTS,
+    MAX_VISIBILITY_TIMEOUT,
+)
 from queues import selectors, services
-from queues.engine.messages import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES
-from queues.engine.targets import subscription_consumer
-from queues.models import MAX_DELIVERY_ATTEMPTS, MAX_VISIBILITY_TIMEOUT, StartAt, Subscription
-from tenants.principals import Principal
+from queues.models import StartAt, Subscription
 
 # ASCII digits ([0-9], not \d: that is any Unicode digit); any number of fraction digits, a
 # leap second, lower-case t and z, as RFC 3339 allows (and a space for the T, as it notes).
@@ -62,16 +63,16 @@ class FilterSerializer(StrictSerializer):
     def validate_attributes(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_ATTRIBUTES:
             raise serializers.ValidationError(f"At most {MAX_ATTRIBUTES} attributes.")
-        if any(not 1 <= len(name) <= MAX_ATTRIBUTE_KEY for name in value):
+        if any(not 1 <= len(name) <= MAX_ATTRIBUTE_NAME for name in value):
             raise serializers.ValidationError(
-                f"Attribute names are 1 to {MAX_ATTRIBUTE_KEY} characters."
+                f"Attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters."
             )
         if any("\x00" in name for name in value):  # PostgreSQL's jsonb refuses NUL in text
             raise serializers.ValidationError("Attribute names may not contain NUL (\\u0000).")
         return value
 
 
-class SubscriptionOutputSerializer(serializers.Serializer):
+class SubscriptionOutputSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     topic = serializers.CharField(help_text="The topic's name.")
     visibility_timeout = serializers.IntegerField()
@@ -104,20 +105,11 @@ def subscription_data(sub: Subscription) -> dict[str, Any]:
     }
 
 
-def may_access(principal: Principal, name: str, topic: str) -> bool:
-    return principal.may_access("subscription", name) or principal.may_access("topic", topic)
-
-
 class SubscriptionView(TenantAPIView):
-    """Shared by the views of one named subscription."""
+    """Shared by the views of subscriptions: the gate passes ``subscription`` as the row
+    (a key covers it by its own name or its topic's)."""
 
-    def get_subscription(self, name: str) -> Subscription:
-        """The caller's subscription ``name``: 404 when this tenant has none, then 403 when
-        the key's patterns cover neither it nor its topic."""
-        sub = selectors.subscription_get(tenant=self.tenant, name=name)
-        if not may_access(self.principal, sub.name, sub.topic.name):
-            raise Forbidden(f"This API key does not cover subscription '{sub.name}'.")
-        return sub
+    resource_kind = "subscription"
 
     def require_dead_letter_queue(self, name: str | None) -> None:
         if name is not None:
@@ -154,7 +146,7 @@ class SubscriptionListCreateView(SubscriptionView):
         queryset = visible(
             selectors.subscription_list(tenant=self.tenant),
             self.principal,
-            lambda name, topic: may_access(self.principal, name, topic),
+            lambda name, topic: self.principal.covers("subscription", name, topic=topic),
             "name",
             "topic__name",
         )
@@ -212,10 +204,10 @@ class SubscriptionDetailView(SubscriptionView):
         description="The subscription's settings and its live message counts.",
         responses={200: SubscriptionDetailOutputSerializer},
     )
-    def get(self, request: Request, subscription: str) -> Response:
-        sub = self.get_subscription(subscription)
-        consumer = subscription_consumer(str(self.tenant.id), selectors.subscription_document(sub))
-        return Response({**subscription_data(sub), "stats": stats_of(consumer)})
+    def get(self, request: Request, subscription: Subscription) -> Response:
+        return Response(
+            {**subscription_data(subscription), "stats": selectors.live_stats([subscription])[0]}
+        )
 
     @extend_schema(
         operation_id="subscriptions_update",
@@ -226,14 +218,16 @@ class SubscriptionDetailView(SubscriptionView):
         },
         description="Changes the given settings; name, topic and start_at cannot change.",
     )
-    def patch(self, request: Request, subscription: str) -> Response:
-        sub = self.get_subscription(subscription)
+    def patch(self, request: Request, subscription: Subscription) -> Response:
         data = self.InputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         self.require_dead_letter_queue(changes.get("dead_letter_queue"))
         updated = services.subscription_update(
-            tenant=self.tenant, actor=self.principal.actor, subscription=sub, changes=changes
+            tenant=self.tenant,
+            actor=self.principal.actor,
+            subscription=subscription,
+            changes=changes,
         )
         return Response(subscription_data(updated))
 
@@ -242,10 +236,9 @@ class SubscriptionDetailView(SubscriptionView):
         responses={204: None},
         description="Deletes the subscription and its leases; the topic's log is untouched.",
     )
-    def delete(self, request: Request, subscription: str) -> Response:
-        sub = self.get_subscription(subscription)
+    def delete(self, request: Request, subscription: Subscription) -> Response:
         services.subscription_delete(
-            tenant=self.tenant, actor=self.principal.actor, subscription=sub
+            tenant=self.tenant, actor=self.principal.actor, subscription=subscription
         )
         return Response(status=204)
 
@@ -286,7 +279,7 @@ def parse_rfc3339(text: str) -> datetime | None:
         ]
     }
 )
-class SeekTargetField(serializers.Field):
+class SeekTargetField(serializers.Field[Any, Any, Any, Any]):
     """``earliest``, ``latest`` or an RFC 3339 time (with its offset) → str or aware UTC
     datetime."""
 
@@ -321,7 +314,7 @@ class SubscriptionSeekView(SubscriptionView):
         class Meta:
             ref_name = "SubscriptionSeek"
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         to = SeekTargetField(help_text=SEEK_HELP)
 
         class Meta:
@@ -335,12 +328,11 @@ class SubscriptionSeekView(SubscriptionView):
         "published at or after it is delivered (again); leases in flight are dropped. "
         "Consume scope.",
     )
-    def post(self, request: Request, subscription: str) -> Response:
-        sub = self.get_subscription(subscription)
+    def post(self, request: Request, subscription: Subscription) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         to = data.validated_data["to"]
         services.subscription_seek(
-            tenant=self.tenant, actor=self.principal.actor, subscription=sub, to=to
+            tenant=self.tenant, actor=self.principal.actor, subscription=subscription, to=to
         )
         return Response(self.OutputSerializer({"to": to}).data)

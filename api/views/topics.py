@@ -30,7 +30,6 @@ from api.views.queues import (
     StrictSerializer,
     visible,
 )
-from kernel.errors import InvalidRequest
 from kernel.limits import (
     DEFAULT_LOG_READ,
     DEFAULT_PARTITIONS,
@@ -38,15 +37,13 @@ from kernel.limits import (
     MAX_LOG_READ,
     MAX_PARTITIONS,
 )
-from kernel.redis_client import get_redis
 from queues import selectors, services
-from queues.engine import streams
 from queues.models import Topic
 
 LOG_DEFAULT, LOG_MAX = DEFAULT_LOG_READ, MAX_LOG_READ
 
 
-class TopicOutputSerializer(serializers.Serializer):
+class TopicOutputSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     partitions = serializers.IntegerField()
     retention_seconds = serializers.IntegerField()
@@ -65,14 +62,9 @@ def topic_data(topic: Topic) -> dict[str, Any]:
 
 
 class TopicView(TenantAPIView):
-    """Shared by the views of one named topic."""
+    """Shared by the views of topics: the gate passes ``topic`` as the row."""
 
-    def get_topic(self, name: str) -> Topic:
-        """The caller's topic ``name``: 404 when this tenant has none, then 403 when the
-        key's patterns do not cover it."""
-        topic = selectors.topic_get(tenant=self.tenant, name=name)
-        self.principal.require_resource("topic", topic.name)
-        return topic
+    resource_kind = "topic"
 
 
 class TopicListCreateView(TopicView):
@@ -142,8 +134,8 @@ class TopicDetailView(TopicView):
         description="The topic's settings.",
         responses={200: TopicOutputSerializer},
     )
-    def get(self, request: Request, topic: str) -> Response:
-        return Response(topic_data(self.get_topic(topic)))
+    def get(self, request: Request, topic: Topic) -> Response:
+        return Response(topic_data(topic))
 
     @extend_schema(
         operation_id="topics_update",
@@ -151,14 +143,13 @@ class TopicDetailView(TopicView):
         responses={200: TopicOutputSerializer},
         description="Only the retention can change: more partitions would break per-key order.",
     )
-    def patch(self, request: Request, topic: str) -> Response:
-        row = self.get_topic(topic)
+    def patch(self, request: Request, topic: Topic) -> Response:
         data = self.InputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         updated = services.topic_update(
             tenant=self.tenant,
             actor=self.principal.actor,
-            topic=row,
+            topic=topic,
             changes=dict(data.validated_data),
         )
         return Response(topic_data(updated))
@@ -168,9 +159,8 @@ class TopicDetailView(TopicView):
         responses={204: None},
         description="Deletes the topic, its subscriptions and all their messages.",
     )
-    def delete(self, request: Request, topic: str) -> Response:
-        row = self.get_topic(topic)
-        services.topic_delete(tenant=self.tenant, actor=self.principal.actor, topic=row)
+    def delete(self, request: Request, topic: Topic) -> Response:
+        services.topic_delete(tenant=self.tenant, actor=self.principal.actor, topic=topic)
         return Response(status=204)
 
 
@@ -179,7 +169,7 @@ class TopicLogView(TopicView):
 
     scope_map = {"GET": "consume"}
 
-    class QuerySerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer[Any]):
         partition = QueryIntegerField(
             min_value=0,
             max_value=MAX_PARTITIONS - 1,
@@ -216,23 +206,13 @@ class TopicLogView(TopicView):
         },
         description="A partition's retained messages in publish order (consume scope).",
     )
-    def get(self, request: Request, topic: str) -> Response:
-        row = self.get_topic(topic)
+    def get(self, request: Request, topic: Topic) -> Response:
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        partition, limit = query.validated_data["partition"], query.validated_data["limit"]
-        if partition >= row.partitions:
-            raise InvalidRequest(
-                f"partition: the topic has partitions 0 to {row.partitions - 1}.",
-                errors=[{"field": "partition", "detail": "Out of range."}],
-            )
-        messages = streams.log_read(
-            get_redis(),
-            str(self.tenant.id),
-            str(row.id),
-            partition=partition,
+        page = selectors.topic_log(
+            topic,
+            partition=query.validated_data["partition"],
+            limit=query.validated_data["limit"],
             after=query.validated_data.get("after"),
-            limit=limit,
         )
-        more = len(messages) == limit
-        return Response({"messages": messages, "next": messages[-1]["offset"] if more else None})
+        return Response(page)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
@@ -17,7 +18,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 SECRET_KEY = env("SECRET_KEY", "")
 DEBUG = env("DEBUG", False)
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"], cast=list)
-CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], cast=list)
+CSRF_TRUSTED_ORIGINS: list[str] = env("CSRF_TRUSTED_ORIGINS", [], cast=list)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -170,7 +171,7 @@ HOT_CACHE_TTL_SECONDS = env("HOT_CACHE_TTL_SECONDS", 0.5)
 # networks); then the nearest X-Forwarded-For hop that is not. Empty (the default) trusts no
 # header. Behind the shipped gunicorn config leave it empty: uvicorn already puts the client
 # into REMOTE_ADDR for gunicorn's FORWARDED_ALLOW_IPS.
-TRUSTED_PROXIES = env("TRUSTED_PROXIES", [], cast=list)
+TRUSTED_PROXIES: list[str] = env("TRUSTED_PROXIES", [], cast=list)
 for _proxy in TRUSTED_PROXIES:
     try:
         ipaddress.ip_network(_proxy, strict=False)
@@ -242,7 +243,7 @@ KEY_LAST_USED_FLUSH_SECONDS = env("KEY_LAST_USED_FLUSH_SECONDS", 60.0)
 RETENTION_TRIM_SECONDS = env("RETENTION_TRIM_SECONDS", 60.0)
 POSITIONS_SNAPSHOT_SECONDS = env("POSITIONS_SNAPSHOT_SECONDS", 30.0)
 USAGE_ROLLUP_SECONDS = env("USAGE_ROLLUP_SECONDS", 60.0)
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "flush-key-last-used": {
         "task": "tenants.flush_key_last_used",
         "schedule": KEY_LAST_USED_FLUSH_SECONDS,

@@ -1,7 +1,7 @@
 """Local development: `./dev up` and `./dev manage`. Never used in production."""
 
+from kernel.env import env
 from openplatform.settings.base import *  # noqa: F403
-from openplatform.settings.base import env
 
 DEBUG = env("DEBUG", True)
 # A fixed, obviously-local key: dev data is throwaway and never reachable from outside.

@@ -5,8 +5,8 @@ Start-up stops with a clear message when SECRET_KEY is missing, short or a known
 
 from django.core.exceptions import ImproperlyConfigured
 
+from kernel.env import env
 from openplatform.settings.base import *  # noqa: F403
-from openplatform.settings.base import env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY", "")

@@ -4,8 +4,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from kernel.env import env
 from openplatform.settings.base import *  # noqa: F403
-from openplatform.settings.base import DATABASES, REDIS_URL, env
+from openplatform.settings.base import DATABASES, REDIS_URL
 
 DEBUG = False
 SECRET_KEY = "test-only-insecure-key"  # noqa: S105

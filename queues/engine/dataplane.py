@@ -1,6 +1,6 @@
 """Publish, pull and settle: the hot path. Each operation is one Lua script call (one Redis
-round trip); the functions here only build its KEYS/ARGV and read its answer, so the sync and
-async entry points share everything but the await."""
+round trip) on the event loop's script lane; the functions here only build its KEYS/ARGV
+(``*_call``) and read its answer (``*_result``)."""
 
 from __future__ import annotations
 
@@ -12,49 +12,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from kernel.errors import InvalidRequest, NotFound, QuotaExceeded, RateLimited
-from kernel.limits import MAX_ACK_IDS
-from kernel.redis_keys import dedup_key, publish_rate_key
+from kernel.limits import ACK_ID_PATTERN, MAX_ACK_IDS
+from kernel.redis_keys import (
+    CONSUMER,
+    dedup_key,
+    publish_rate_key,
+    usage_hour_field,
+    usage_month_field,
+)
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
 from queues.engine.targets import DEDUP_WINDOW_SECONDS, Consumer, Destination
 
 _round_robin = itertools.count()
-
-
-def _decimal_at_most(top: int) -> str:
-    """A regex of the decimals 0..``top`` in canonical form (ASCII digits, no leading zeros),
-    so that one pattern can both validate and be published in the OpenAPI schema."""
-    digits = str(top)
-    alternatives = ["0"]
-    if len(digits) > 1:
-        alternatives.append(f"[1-9][0-9]{{0,{len(digits) - 2}}}")
-    for i, digit in enumerate(digits):
-        low, high = (1 if i == 0 else 0), int(digit) - 1
-        if high >= low:
-            span = str(low) if low == high else f"[{low}-{high}]"
-            rest = len(digits) - i - 1
-            alternatives.append(digits[:i] + span + (f"[0-9]{{{rest}}}" if rest else ""))
-    alternatives.append(digits)
-    return "(?:" + "|".join(alternatives) + ")"
-
-
-#: A stream id (a message's offset), ``<ms>-<seq>``: each part below 2**64, as Redis requires.
-#: Anchored with ^ and $ for the OpenAPI schema (ECMA 262); always matched with re.fullmatch,
-#: so a trailing newline does not slip through $.
-_U64 = _decimal_at_most(2**64 - 1)
-STREAM_ID_PATTERN = f"^{_U64}-{_U64}$"
-#: An ack id as pull hands it out: ``<partition>.<offset>.<delivery attempt>``.
-ACK_ID_PATTERN = rf"^(0|[1-9][0-9]?)\.({_U64}-{_U64})\.([1-9][0-9]{{0,18}})$"
-_STREAM_ID = re.compile(STREAM_ID_PATTERN)
 _ACK_ID = re.compile(ACK_ID_PATTERN)
-
-
-def is_stream_id(value: object) -> bool:
-    """Whether ``value`` is a stream id Redis accepts (an offset to read after)."""
-    return isinstance(value, str) and _STREAM_ID.fullmatch(value) is not None
 
 
 class Gone(NotFound):
@@ -65,10 +37,6 @@ class Gone(NotFound):
 
     def __init__(self) -> None:
         super().__init__("No such resource.")
-
-
-def _hour(now_ms: int) -> str:
-    return str(now_ms // 3_600_000)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -92,7 +60,7 @@ NO_LIMITS = Limits()
 
 def _month(now_ms: int) -> str:
     moment = datetime.fromtimestamp(now_ms / 1000, UTC)
-    return f"m{moment.year}{moment.month:02d}:p"
+    return usage_month_field(moment.year, moment.month)
 
 
 def publish_call(
@@ -131,12 +99,13 @@ def publish_call(
         len(slots),
         len(messages),
         DEDUP_WINDOW_SECONDS,
-        _hour(now_ms),
+        usage_hour_field(now_ms, "published"),
         dest.channel,
         "all" if dest.fanout else "",
         limits.per_second,
         limits.per_month,
         _month(now_ms),
+        usage_hour_field(now_ms, "published_bytes"),
     ]
     return keys, args + per_message
 
@@ -165,8 +134,7 @@ def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def publish(
-    client: redis.Redis,
+async def apublish(
     dest: Destination,
     messages: Sequence[Outgoing],
     now_ms: int,
@@ -176,16 +144,6 @@ def publish(
     (None while delayed) and whether it was a duplicate within the dedup window. A batch that
     would pass the tenant's limits raises RateLimited / QuotaExceeded, and one for a deleted
     destination raises Gone; either way nothing is stored."""
-    keys, args = publish_call(dest, messages, now_ms, limits)
-    return publish_result(scripts.PUBLISH.run(client, keys, args))
-
-
-async def apublish(
-    dest: Destination,
-    messages: Sequence[Outgoing],
-    now_ms: int,
-    limits: Limits = NO_LIMITS,
-) -> list[dict[str, Any]]:
     keys, args = publish_call(dest, messages, now_ms, limits)
     return publish_result(await scripts.PUBLISH.arun(keys, args))
 
@@ -220,8 +178,9 @@ def pull_call(
         c.filter_json,
         c.label,
         1 if c.is_queue else 0,
-        _hour(now_ms),
+        usage_hour_field(now_ms, "delivered"),
         c.dlq_channel,
+        CONSUMER,
     ]
     return _consumer_keys(c), args
 
@@ -251,15 +210,6 @@ def pull_result(raw: list[Any]) -> Pulled:
     return Pulled(messages, None if next_due < 0 else int(next_due))
 
 
-def pull(
-    client: redis.Redis, c: Consumer, *, count: int, now_ms: int, visibility_ms: int | None = None
-) -> Pulled:
-    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout.
-    Raises Gone, having changed nothing, when the consumer's structures are missing."""
-    keys, args = pull_call(c, count, visibility_ms, now_ms)
-    return pull_result(scripts.PULL.run(client, keys, args))
-
-
 async def apull(
     c: Consumer,
     *,
@@ -267,6 +217,8 @@ async def apull(
     now_ms: int,
     visibility_ms: int | None = None,
 ) -> Pulled:
+    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout.
+    Raises Gone, having changed nothing, when the consumer's structures are missing."""
     keys, args = pull_call(c, count, visibility_ms, now_ms)
     return pull_result(await scripts.PULL.arun(keys, args))
 
@@ -322,7 +274,7 @@ def settle_call(
         c.backoff_min_ms,
         c.backoff_max_ms,
         c.label,
-        _hour(now_ms),
+        usage_hour_field(now_ms, "acked"),
         c.channel,
         c.dlq_channel,
     ]
@@ -338,21 +290,13 @@ def settle_result(raw: list[Any], ack_ids: list[Any]) -> tuple[int, list[str]]:
     return int(settled), [ack_ids[i] for i in stale]
 
 
-def settle(
-    client: redis.Redis, c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
+async def asettle(
+    c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
 ) -> tuple[int, list[str]]:
     """``mode`` is 'ack', 'nack' (``ms`` delay, -1 for the backoff policy) or 'deadline'
     (``ms`` new lease length; 0 makes the messages deliverable now). Returns how many were
     settled and the stale ack ids. Raises Gone, having changed nothing, when the consumer's
     structures are missing."""
-    parsed = parse_ack_ids(ack_ids, c.partitions)
-    keys, args = settle_call(c, mode, parsed, ms, now_ms)
-    return settle_result(scripts.SETTLE.run(client, keys, args), ack_ids)
-
-
-async def asettle(
-    c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
-) -> tuple[int, list[str]]:
     parsed = parse_ack_ids(ack_ids, c.partitions)
     keys, args = settle_call(c, mode, parsed, ms, now_ms)
     return settle_result(await scripts.SETTLE.arun(keys, args), ack_ids)

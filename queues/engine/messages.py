@@ -32,10 +32,9 @@ from kernel.limits import (
     MAX_DEDUP_ID,
     MAX_DELAY_SECONDS,
     MAX_KEY_LENGTH,
+    RESERVED_ATTRIBUTE_PREFIX,
 )
 
-MAX_ATTRIBUTE_KEY = MAX_ATTRIBUTE_NAME
-RESERVED_ATTRIBUTE_PREFIX = "op-"
 _FIELDS = frozenset({"body", "body_base64", "attributes", "key", "delay_seconds", "dedup_id"})
 
 JSON = b"j"
@@ -113,8 +112,8 @@ def _message_errors(index: int, raw: Any, out: list[dict[str, Any]]) -> Outgoing
             bad("attributes", f"At most {MAX_ATTRIBUTES} attributes.")
         else:
             for name, value in attributes.items():
-                if not 1 <= len(name) <= MAX_ATTRIBUTE_KEY:
-                    bad("attributes", f"Attribute names are 1 to {MAX_ATTRIBUTE_KEY} characters.")
+                if not 1 <= len(name) <= MAX_ATTRIBUTE_NAME:
+                    bad("attributes", f"Attribute names are 1 to {MAX_ATTRIBUTE_NAME} characters.")
                 elif name.startswith(RESERVED_ATTRIBUTE_PREFIX):
                     bad(
                         "attributes",

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
 from redis.exceptions import ResponseError
 
 from kernel.errors import InvalidRequest
+from kernel.limits import is_stream_id
 from kernel.redis_keys import dedup_scan_pattern
 from queues.engine import dataplane, scripts
-from queues.engine.dataplane import Gone, is_stream_id
+from queues.engine.dataplane import Gone
 from queues.engine.messages import delivered, fields_dict
 from queues.engine.targets import (
     QUEUE_GROUP,
@@ -28,6 +29,15 @@ from queues.engine.targets import (
 )
 
 MAX_ID = "18446744073709551615"
+
+#: An XRANGE entry from the engine's clients, which never decode replies: the id and the
+#: fields are bytes, and a range holds no deleted entry (redis-py's type allows str and None
+#: for clients that decode and for XCLAIM's replies).
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _xrange(client: redis.Redis, stream: str, *, start: str = "-", count: int) -> list[Entry]:
+    return cast("list[Entry]", client.xrange(stream, min=start, count=count))
 
 
 def _create_group(client: redis.Redis, stream: str, group: str, start: str) -> bool:
@@ -219,8 +229,8 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
         if c.is_queue and head:
             candidates.append(head[0][0])
         elif not c.is_queue and undelivered > 0:
-            nxt = client.xrange(
-                c.streams[p], min="(" + group["last-delivered-id"].decode(), count=1
+            nxt = _xrange(
+                client, c.streams[p], start="(" + group["last-delivered-id"].decode(), count=1
             )
             if nxt:
                 candidates.append(nxt[0][0])
@@ -260,7 +270,7 @@ def peek(
     """The queue's stored messages in order, with their state, leasing nothing."""
     stream, lease = c.streams[0], c.leases[0]
     start = _after(after)
-    entries = client.xrange(stream, min=start, count=limit) if start is not None else []
+    entries = _xrange(client, stream, start=start, count=limit) if start is not None else []
     if not entries:
         return []
     pipe = client.pipeline(transaction=False)
@@ -293,7 +303,7 @@ def log_read(
     """A topic partition's retained log from just after ``after``, in publish order."""
     stream = topic_partition_keys(tenant_id, topic_id, partition)["stream"]
     start = _after(after)
-    entries = client.xrange(stream, min=start, count=limit) if start is not None else []
+    entries = _xrange(client, stream, start=start, count=limit) if start is not None else []
     out = []
     for entry_id, fields in entries:
         flat = [x for pair in fields.items() for x in pair]
@@ -334,7 +344,7 @@ def redrive(
     cursor = "-"
     budget = max_messages if max_messages is not None else float("inf")
     while budget > 0:
-        entries = client.xrange(dlq.streams[0], min=cursor, count=500)
+        entries = _xrange(client, dlq.streams[0], start=cursor, count=500)
         if not entries:
             break
         cursor = "(" + entries[-1][0].decode()
@@ -369,12 +379,13 @@ def _source_of(fields: dict[bytes, bytes]) -> str | None:
     raw = fields.get(b"a")
     if not raw:
         return None
-    return orjson.loads(raw).get("op-dead-letter-source")
+    source: str | None = orjson.loads(raw).get("op-dead-letter-source")
+    return source
 
 
 def dead_letter_sources(client: redis.Redis, dlq: Consumer, scan: int = 10_000) -> set[str]:
     sources = set()
-    for _, fields in client.xrange(dlq.streams[0], count=scan):
+    for _, fields in _xrange(client, dlq.streams[0], count=scan):
         source = _source_of(fields_dict([x for pair in fields.items() for x in pair]))
         if source:
             sources.add(source)

@@ -12,7 +12,6 @@ from kernel import redis_keys
 from kernel.redis_keys import usage_key
 
 QUEUE_GROUP = "q"
-CONSUMER = "c"
 DEDUP_WINDOW_SECONDS = 300
 
 

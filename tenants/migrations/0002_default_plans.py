@@ -1,8 +1,12 @@
 """The plans every installation starts with; operators edit them in the admin."""
 
-from django.db import migrations
+from typing import Any
 
-PLANS = [
+from django.apps.registry import Apps
+from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+PLANS: list[dict[str, Any]] = [
     {
         "slug": "free",
         "name": "Free",
@@ -36,7 +40,7 @@ PLANS = [
 ]
 
 
-def create_plans(apps, schema_editor):
+def create_plans(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     Plan = apps.get_model("tenants", "Plan")
     for plan in PLANS:
         Plan.objects.update_or_create(slug=plan["slug"], defaults=plan)

@@ -5,10 +5,11 @@
 -- KEYS[2j+1], KEYS[2j+2] stream and delay set of the j-th partition used (j = 1..np)
 -- KEYS[2+2np+d]          d-th dedup key (d = 1..nd)
 -- ARGV[1] now (ms)   ARGV[2] np   ARGV[3] n messages   ARGV[4] dedup window (s)
--- ARGV[5] usage hour ARGV[6] channel to notify waiting pulls
+-- ARGV[5] this hour's usage field of published messages   ARGV[6] channel to notify waiting pulls
 -- ARGV[7] 'all' to wake every waiter (a topic: each subscription wants the message), else ''
 -- ARGV[8] messages per second the tenant may publish (0: no limit)
 -- ARGV[9] messages per month (0: no limit)   ARGV[10] this month's usage field
+-- ARGV[11] this hour's usage field of published bytes
 -- then 9 per message: slot j, dedup index d (0: none), due (ms; 0: now), id, body,
 --   encoding, attributes JSON ('' none), key ('' none), partition number
 -- Returns per message {duplicate 0|1, "id\npartition\noffset"} (offset '' while delayed),
@@ -32,7 +33,7 @@ end
 local out = {}
 local ready, stored, bytes = 0, 0, 0
 for m = 0, n - 1 do
-  local b = 11 + m * 9
+  local b = 12 + m * 9
   local slot = tonumber(ARGV[b])
   local d = tonumber(ARGV[b + 1])
   local due = tonumber(ARGV[b + 2])
@@ -71,8 +72,8 @@ for m = 0, n - 1 do
   end
 end
 if stored > 0 then
-  redis.call('HINCRBY', KEYS[1], ARGV[5] .. ':p', stored)
-  redis.call('HINCRBY', KEYS[1], ARGV[5] .. ':pb', bytes)
+  redis.call('HINCRBY', KEYS[1], ARGV[5], stored)
+  redis.call('HINCRBY', KEYS[1], ARGV[11], bytes)
   redis.call('HINCRBY', KEYS[1], ARGV[10], stored)
   if rate_limit > 0 then
     redis.call('INCRBY', KEYS[2], stored)

@@ -7,8 +7,9 @@
 -- ARGV[5] max delivery attempts (0: unlimited)  ARGV[6], ARGV[7] backoff min, max (ms)
 -- ARGV[8] P  ARGV[9] first partition to look at (0-based, rotates fairness)
 -- ARGV[10] attribute filter as JSON ('' none)  ARGV[11] dead-letter source label
--- ARGV[12] '1' for a queue (entries are deleted once settled)  ARGV[13] usage hour
--- ARGV[14] dead-letter queue's channel ('' none)
+-- ARGV[12] '1' for a queue (entries are deleted once settled)
+-- ARGV[13] this hour's usage field of delivered messages
+-- ARGV[14] dead-letter queue's channel ('' none)   ARGV[15] consumer name in the group
 -- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}...}, or {-2, {}}
 -- when the consumer is gone (a group or the configured dead-letter stream is missing): then
 -- nothing was changed.
@@ -26,6 +27,7 @@ local filter = nil
 if ARGV[10] ~= '' then filter = cjson.decode(ARGV[10]) end
 local source = ARGV[11]
 local is_queue = ARGV[12] == '1'
+local consumer = ARGV[15]
 local dlq = KEYS[4 * P + 2]
 if not consumer_alive(1, 4, P, group, dlq) then return {-2, {}} end
 local out = {}
@@ -83,7 +85,7 @@ for step = 0, P - 1 do
   for _, item in ipairs(again) do
     local id, count, from = item[1], item[2], item[3]
     redis.call('ZREM', from, id)
-    local claimed = redis.call('XCLAIM', stream, group, 'c', 0, id)
+    local claimed = redis.call('XCLAIM', stream, group, consumer, 0, id)
     if #claimed == 0 or not claimed[1] or claimed[1] == false or not claimed[1][2] then
       redis.call('XACK', stream, group, id)  -- the entry was trimmed by retention
     else
@@ -99,7 +101,7 @@ for step = 0, P - 1 do
     rounds = rounds + 1
     local need = want - got
     if filter then need = math.max(need, 50) end
-    local read = redis.call('XREADGROUP', 'GROUP', group, 'c', 'COUNT', need, 'STREAMS', stream, '>')
+    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', need, 'STREAMS', stream, '>')
     if not read or not read[1] then break end
     local entries = read[1][2]
     if #entries == 0 then break end
@@ -114,7 +116,7 @@ for step = 0, P - 1 do
         -- Read ahead while skipping filtered entries: hand the matching rest back
         -- undelivered, with their delivery count reset so their first real delivery is
         -- attempt 1.
-        redis.call('XCLAIM', stream, group, 'c', 0, id, 'RETRYCOUNT', 0, 'JUSTID')
+        redis.call('XCLAIM', stream, group, consumer, 0, id, 'RETRYCOUNT', 0, 'JUSTID')
         redis.call('ZADD', retry, now, id)
       else
         redis.call('ZADD', lease, now + vis, id)
@@ -127,7 +129,7 @@ for step = 0, P - 1 do
   if got >= want and want > 0 then break end
 end
 
-if got > 0 then redis.call('HINCRBY', KEYS[4 * P + 1], ARGV[13] .. ':d', got) end
+if got > 0 then redis.call('HINCRBY', KEYS[4 * P + 1], ARGV[13], got) end
 if dead > 0 and ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], dead) end
 
 -- When nothing was delivered, tell a long poll when the next message becomes due.

@@ -6,7 +6,7 @@
 -- ARGV[4] P   ARGV[5] '1' for a queue   ARGV[6] ms: nack delay (-1: the backoff policy) or
 -- the new lease length for 'deadline' (0: deliverable now)   ARGV[7] max delivery attempts
 -- ARGV[8], ARGV[9] backoff min, max (ms)   ARGV[10] dead-letter source label
--- ARGV[11] usage hour   ARGV[12] channel to notify   ARGV[13] dead-letter channel
+-- ARGV[11] this hour's usage field of acked messages   ARGV[12] channel to notify   ARGV[13] dead-letter channel
 -- then triples (partition 0-based, entry id, delivery attempt).
 -- Returns {settled, {stale positions (0-based)}}, or {-1, {}} when the consumer is gone (a
 -- group or the configured dead-letter stream is missing): then nothing was changed. An ack id is stale when its lease has
@@ -59,7 +59,7 @@ for i = 14, #ARGV, 3 do
   end
   position = position + 1
 end
-if mode == 'ack' and settled > 0 then redis.call('HINCRBY', KEYS[3 * P + 1], ARGV[11] .. ':a', settled) end
+if mode == 'ack' and settled > 0 then redis.call('HINCRBY', KEYS[3 * P + 1], ARGV[11], settled) end
 if notify > 0 then
   if is_queue then redis.call('PUBLISH', ARGV[12], notify) else redis.call('PUBLISH', ARGV[12], 'all') end
 end
