@@ -1,89 +1,65 @@
-"""Builders and engine shortcuts for the queue, topic and subscription API tests.
+"""The message engine, driven from sync tests.
 
-Rows are made by the services (not the API under test); messages go in and out through the
-engine directly, with an explicit clock where leases have to expire.
+The engine's entry points are coroutines (``apublish``, ``apull``, ``asettle``) that call
+Redis through the running loop's script lane. A sync test runs them with :func:`run`, on an
+event loop of its thread that outlives the call, so consecutive calls share one lane and one
+connection as the API's would. Messages go in and out here, not through the API under test,
+with an explicit clock where leases have to expire.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import orjson
-from django.http import HttpResponse
-from django.test import Client
 
 from kernel.redis_client import get_redis
-from queues import selectors, services
+from queues import selectors
 from queues.engine import dataplane
 from queues.engine.messages import now_ms, validate_batch
 from queues.engine.targets import (
     Consumer,
+    Destination,
     queue_consumer,
     queue_destination,
-    queue_keys,
     subscription_consumer,
     topic_destination,
 )
-from queues.models import Queue, Subscription, Topic
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx
 
-RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+T = TypeVar("T")
 MAX_BYTES = 262144
 
-
-def patch_json(client: Client, path: str, data: Any) -> HttpResponse:
-    return client.patch(path, data=orjson.dumps(data), content_type="application/json")
+_thread = threading.local()
 
 
-def untimed(body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` without created_at / updated_at, after checking they are RFC 3339 UTC."""
-    assert RFC3339_UTC.match(body["created_at"]), body
-    assert RFC3339_UTC.match(body["updated_at"]), body
-    return {k: v for k, v in body.items() if k not in ("created_at", "updated_at")}
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one engine coroutine to its end from sync code (never from a running loop)."""
+    loop = getattr(_thread, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _thread.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coro)
 
 
-def field_errors(body: dict[str, Any]) -> set[str]:
-    """The fields a problem's ``errors`` name."""
-    return {item.get("field", "") for item in body.get("errors", [])}
+# --- the rows' engine views ------------------------------------------------------------------
 
 
-# --- rows ------------------------------------------------------------------------------------
+def queue_writer(ctx: TenantCtx, name: str) -> Destination:
+    queue = selectors.queue_get(tenant=ctx.tenant, name=name)
+    return queue_destination(str(ctx.tenant.id), selectors.queue_document(queue))
 
 
-def make_queue(ctx: TenantCtx, name: str = "orders", **options: Any) -> Queue:
-    return services.queue_create(tenant=ctx.tenant, actor="test", name=name, **options)
-
-
-def make_topic(ctx: TenantCtx, name: str = "events", **options: Any) -> Topic:
-    return services.topic_create(tenant=ctx.tenant, actor="test", name=name, **options)
-
-
-def make_subscription(
-    ctx: TenantCtx, name: str = "audit", topic: str = "events", **options: Any
-) -> Subscription:
-    return services.subscription_create(
-        tenant=ctx.tenant, actor="test", name=name, topic=topic, **options
-    )
-
-
-def queue_row(ctx: TenantCtx, name: str) -> Queue:
-    return selectors.queue_get(tenant=ctx.tenant, name=name)
-
-
-def queue_names(ctx: TenantCtx) -> list[str]:
-    return sorted(Queue.objects.for_tenant(ctx.tenant).values_list("name", flat=True))
-
-
-def stream_key(ctx: TenantCtx, name: str) -> str:
-    return queue_keys(str(ctx.tenant.id), str(queue_row(ctx, name).id))["stream"]
-
-
-# --- the engine ------------------------------------------------------------------------------
+def topic_writer(ctx: TenantCtx, name: str) -> Destination:
+    topic = selectors.topic_get(tenant=ctx.tenant, name=name)
+    return topic_destination(str(ctx.tenant.id), selectors.topic_document(topic))
 
 
 def queue_reader(ctx: TenantCtx, name: str) -> Consumer:
-    return queue_consumer(str(ctx.tenant.id), selectors.queue_document(queue_row(ctx, name)))
+    queue = selectors.queue_get(tenant=ctx.tenant, name=name)
+    return queue_consumer(str(ctx.tenant.id), selectors.queue_document(queue))
 
 
 def subscription_reader(ctx: TenantCtx, name: str) -> Consumer:
@@ -91,33 +67,57 @@ def subscription_reader(ctx: TenantCtx, name: str) -> Consumer:
     return subscription_consumer(str(ctx.tenant.id), selectors.subscription_document(sub))
 
 
+def redis_keys_of(resource_id: str) -> list[bytes]:
+    """Every Redis key that belongs to the queue, topic or subscription with this id."""
+    return sorted(get_redis().keys(f"*{resource_id.replace('-', '')}*"))
+
+
+# --- publish, pull, settle -------------------------------------------------------------------
+
+
+def publish(
+    dest: Destination,
+    *messages: dict[str, Any],
+    now: int | None = None,
+    limits: dataplane.Limits = dataplane.NO_LIMITS,
+) -> list[dict[str, Any]]:
+    """Validate ``messages`` as a publish request's batch and store them at ``now``."""
+    now = now_ms() if now is None else now
+    batch = validate_batch({"messages": list(messages)}, max_message_bytes=MAX_BYTES, now_ms=now)
+    return run(dataplane.apublish(dest, batch, now, limits))
+
+
 def publish_to_queue(
     ctx: TenantCtx, name: str, *messages: dict[str, Any], now: int | None = None
 ) -> list[dict[str, Any]]:
-    now = now_ms() if now is None else now
-    doc = selectors.queue_document(queue_row(ctx, name))
-    batch = validate_batch({"messages": list(messages)}, max_message_bytes=MAX_BYTES, now_ms=now)
-    return dataplane.publish(get_redis(), queue_destination(str(ctx.tenant.id), doc), batch, now)
+    return publish(queue_writer(ctx, name), *messages, now=now)
 
 
 def publish_to_topic(
     ctx: TenantCtx, name: str, *messages: dict[str, Any], now: int | None = None
 ) -> list[dict[str, Any]]:
-    now = now_ms() if now is None else now
-    doc = selectors.topic_document(selectors.topic_get(tenant=ctx.tenant, name=name))
-    batch = validate_batch({"messages": list(messages)}, max_message_bytes=MAX_BYTES, now_ms=now)
-    return dataplane.publish(get_redis(), topic_destination(str(ctx.tenant.id), doc), batch, now)
+    return publish(topic_writer(ctx, name), *messages, now=now)
 
 
-def pull(consumer: Consumer, count: int = 100, now: int | None = None) -> list[dict[str, Any]]:
+def pull(
+    consumer: Consumer, count: int = 100, now: int | None = None, **options: Any
+) -> list[dict[str, Any]]:
+    """The messages a pull at ``now`` leases (``options``: visibility_ms)."""
     now = now_ms() if now is None else now
-    return dataplane.pull(get_redis(), consumer, count=count, now_ms=now).messages
+    return run(dataplane.apull(consumer, count=count, now_ms=now, **options)).messages
+
+
+def settle(
+    consumer: Consumer, mode: str, ack_ids: list[str], *, ms: int = 0, now: int | None = None
+) -> tuple[int, list[str]]:
+    """How many of ``ack_ids`` an ack, nack or deadline change settled, and the stale ones."""
+    now = now_ms() if now is None else now
+    return run(dataplane.asettle(consumer, mode, ack_ids, ms=ms, now_ms=now))
 
 
 def ack(consumer: Consumer, messages: list[dict[str, Any]]) -> int:
-    acked, stale = dataplane.settle(
-        get_redis(), consumer, "ack", [m["ack_id"] for m in messages], ms=0, now_ms=now_ms()
-    )
+    """Ack delivered ``messages``, none of them stale; returns how many were acked."""
+    acked, stale = settle(consumer, "ack", [m["ack_id"] for m in messages])
     assert stale == []
     return acked
 

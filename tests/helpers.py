@@ -1,22 +1,23 @@
-"""Assertions and builders shared by the test modules."""
+"""Assertions and request shortcuts shared by the test modules (the rows they need come from
+tests.factories)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from django.http import HttpResponse
 from django.test import Client
 
-from tenants import services
-from tenants.authority import OPERATOR
 from tenants.models import ApiKey
-from tenants.services import KeyCreated
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
 def record_async_redis_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -51,29 +52,16 @@ def assert_problem(response: HttpResponse, status: int, code: str) -> dict[str, 
     return body
 
 
-def new_key(
-    ctx: TenantCtx,
-    *,
-    name: str = "limited",
-    scopes: list[str] | None = None,
-    resources: list[str] | None = None,
-    **options: Any,
-) -> KeyCreated:
-    """A new key of ctx's tenant (all scopes unless told otherwise)."""
-    return services.key_create(
-        authority=OPERATOR,
-        tenant=ctx.tenant,
-        name=name,
-        scopes=scopes or ["publish", "consume", "manage"],
-        resources=resources or [],
-        actor="test",
-        **options,
-    )
+def field_errors(body: dict[str, Any]) -> set[str]:
+    """The fields a problem's ``errors`` name."""
+    return {item.get("field", "") for item in body.get("errors", [])}
 
 
-def bearer(token: str) -> Client:
-    """A client that sends ``token`` as its API key."""
-    return Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+def untimed(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without created_at / updated_at, after checking they are RFC 3339 UTC."""
+    assert RFC3339_UTC.match(body["created_at"]), body
+    assert RFC3339_UTC.match(body["updated_at"]), body
+    return {k: v for k, v in body.items() if k not in ("created_at", "updated_at")}
 
 
 def prefix_of(token: str) -> str:
@@ -85,9 +73,13 @@ def secret_of(token: str) -> str:
 
 
 def key_of(ctx: TenantCtx) -> ApiKey:
-    """The all-scopes key make_tenant issued for ctx."""
+    """The all-scopes key make_tenant issued for ctx, as stored now."""
     return ApiKey.objects.for_tenant(ctx.tenant).get(prefix=prefix_of(ctx.key))
 
 
 def post_json(client: Client, path: str, data: Any) -> HttpResponse:
     return client.post(path, data=json.dumps(data), content_type="application/json")
+
+
+def patch_json(client: Client, path: str, data: Any) -> HttpResponse:
+    return client.patch(path, data=orjson.dumps(data), content_type="application/json")

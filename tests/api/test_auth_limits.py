@@ -12,15 +12,13 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection, connections
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from openplatform.asgi import application
-from queues import services as queue_services
 from tenants import principals, services
 from tenants.authority import OPERATOR
-from tests.conftest import TenantCtx, make_tenant
-from tests.helpers import assert_problem, new_key, record_async_redis_commands
+from tests.factories import TenantCtx, api_client, api_headers, make_key, make_queue, make_tenant
+from tests.helpers import assert_problem, record_async_redis_commands
 
 LIMIT = 5
 
@@ -42,9 +40,7 @@ def unknown_key(n: int) -> str:
 
 
 def get_tenant(key: str, address: str = "203.0.113.20", **extra: str) -> Any:
-    return Client(HTTP_AUTHORIZATION=f"Bearer {key}").get(
-        "/v1/tenant", REMOTE_ADDR=address, **extra
-    )
+    return api_client(key).get("/v1/tenant", REMOTE_ADDR=address, **extra)
 
 
 # --- the control plane (DRF) -------------------------------------------------------------------
@@ -115,7 +111,7 @@ def test_unknown_and_revoked_keys_make_no_query_when_warm(
     """Once the key index is built, every request with a new unknown key, and every request
     with a revoked key, is answered 401 without one PostgreSQL query."""
     with django_capture_on_commit_callbacks(execute=True):
-        revoked = new_key(acme)
+        revoked = make_key(tenant=acme.tenant)
         services.key_revoke(
             authority=OPERATOR, tenant=acme.tenant, key_id=str(revoked.key.id), actor="test"
         )
@@ -138,16 +134,12 @@ def test_unknown_and_revoked_keys_make_no_query_when_warm(
 @pytest.fixture
 async def plane() -> AsyncIterator[tuple[TenantCtx, httpx.AsyncClient]]:
     """A tenant with a queue, and an HTTP client on the ASGI app from 203.0.113.30."""
-    ctx = await sync_to_async(make_tenant)("Plane")
-    await sync_to_async(queue_services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+    ctx = await sync_to_async(make_tenant)(name="Plane")
+    await sync_to_async(make_queue)(tenant=ctx.tenant, name="jobs")
     transport = httpx.ASGITransport(app=application, client=("203.0.113.30", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield ctx, client
     await sync_to_async(connections.close_all)()
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -156,17 +148,19 @@ async def test_a_flood_on_the_data_plane_is_rate_limited(plane: Any, monkeypatch
     valid key from the same address still publishes, and its warm publish is still one Redis
     round trip (the counters are touched only by refusals)."""
     ctx, client = plane
-    valid = await client.post("/v1/queues/jobs/messages", json={"body": 0}, headers=bearer(ctx.key))
+    valid = await client.post(
+        "/v1/queues/jobs/messages", json={"body": 0}, headers=api_headers(ctx.key)
+    )
     assert valid.status_code == 201
     for n in range(LIMIT):
         response = await client.post(
-            "/v1/queues/jobs/messages", json={"body": 1}, headers=bearer(unknown_key(n))
+            "/v1/queues/jobs/messages", json={"body": 1}, headers=api_headers(unknown_key(n))
         )
         assert response.status_code == 401
         assert response.json()["code"] == "unauthenticated"
 
     limited = await client.post(
-        "/v1/queues/jobs/messages", json={"body": 1}, headers=bearer(unknown_key(LIMIT))
+        "/v1/queues/jobs/messages", json={"body": 1}, headers=api_headers(unknown_key(LIMIT))
     )
     assert limited.status_code == 429
     assert limited.headers["content-type"] == "application/problem+json"
@@ -180,11 +174,13 @@ async def test_a_flood_on_the_data_plane_is_rate_limited(plane: Any, monkeypatch
     )
     async with other:
         elsewhere = await other.post(
-            "/v1/queues/jobs/messages", json={"body": 2}, headers=bearer(ctx.key)
+            "/v1/queues/jobs/messages", json={"body": 2}, headers=api_headers(ctx.key)
         )
     assert elsewhere.status_code == 201
     assert sent == ["EVALSHA"]
     sent.clear()
-    same = await client.post("/v1/queues/jobs/messages", json={"body": 3}, headers=bearer(ctx.key))
+    same = await client.post(
+        "/v1/queues/jobs/messages", json={"body": 3}, headers=api_headers(ctx.key)
+    )
     assert same.status_code == 201
     assert sent == ["GET", "EVALSHA"]  # limited address: the key is read from Redis each time

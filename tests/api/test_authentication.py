@@ -10,18 +10,10 @@ from django.test import Client
 from django.utils import timezone
 
 from kernel.hotcache import forget_all_local
-from tenants.models import ApiKey, AuditEvent, Membership, Role, User
+from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import key_cache, key_document, tenant_cache, tenant_document
-from tests.conftest import TenantCtx
-from tests.helpers import (
-    assert_problem,
-    bearer,
-    key_of,
-    new_key,
-    post_json,
-    prefix_of,
-    secret_of,
-)
+from tests.factories import TenantCtx, api_client, make_key, make_member, make_user, signed_in
+from tests.helpers import assert_problem, key_of, post_json, prefix_of, secret_of
 
 pytestmark = pytest.mark.django_db
 
@@ -90,14 +82,14 @@ def test_malformed_authorization_header_is_401(acme: TenantCtx, header: str) -> 
 def test_malformed_key_is_401(acme: TenantCtx, token: str) -> None:
     """A token that is not op_<10-character prefix>_<non-empty secret> is refused before any
     lookup."""
-    response = bearer(token).get("/v1/tenant")
+    response = api_client(token).get("/v1/tenant")
 
     assert_unauthenticated(response, "Malformed API key: expected op_<prefix>_<secret>.")
 
 
 def test_unknown_prefix_is_401(acme: TenantCtx) -> None:
     """A well-formed key whose prefix matches no key is refused."""
-    response = bearer(f"op_zzzzzzzzzz_{secret_of(acme.key)}").get("/v1/tenant")
+    response = api_client(f"op_zzzzzzzzzz_{secret_of(acme.key)}").get("/v1/tenant")
 
     assert_unauthenticated(response, "Unknown API key.")
 
@@ -109,10 +101,10 @@ def test_right_prefix_wrong_secret_is_401_and_indistinguishable_from_unknown(
     caller cannot learn which prefixes exist."""
     wrong = f"op_{prefix_of(acme.key)}_{'x' * 40}"
 
-    response = bearer(wrong).get("/v1/tenant")
+    response = api_client(wrong).get("/v1/tenant")
 
     assert_unauthenticated(response, "Unknown API key.")
-    unknown = bearer(f"op_zzzzzzzzzz_{'x' * 40}").get("/v1/tenant")
+    unknown = api_client(f"op_zzzzzzzzzz_{'x' * 40}").get("/v1/tenant")
     assert response.content == unknown.content
 
 
@@ -121,13 +113,13 @@ def test_secret_is_checked_in_full(acme: TenantCtx) -> None:
     prefix, secret = prefix_of(acme.key), secret_of(acme.key)
 
     for token in (f"op_{prefix}_{secret[:-1]}", f"op_{prefix}_{secret}x"):
-        assert_unauthenticated(bearer(token).get("/v1/tenant"), "Unknown API key.")
+        assert_unauthenticated(api_client(token).get("/v1/tenant"), "Unknown API key.")
 
 
 def test_expired_key_is_401(acme: TenantCtx) -> None:
     """A key whose expires_at has passed is refused, even though it worked before."""
-    created = new_key(acme, expires_at=timezone.now() + timedelta(days=1))
-    client = bearer(created.secret)
+    created = make_key(tenant=acme.tenant, expires_at=timezone.now() + timedelta(days=1))
+    client = api_client(created.secret)
     assert client.get("/v1/tenant").status_code == 200
     ApiKey.all_tenants.filter(pk=created.key.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
@@ -143,15 +135,15 @@ def test_expired_key_is_401(acme: TenantCtx) -> None:
 
 def test_key_expiring_in_the_future_authenticates(acme: TenantCtx) -> None:
     """An expiry still ahead does not refuse the key."""
-    created = new_key(acme, expires_at=timezone.now() + timedelta(minutes=5))
+    created = make_key(tenant=acme.tenant, expires_at=timezone.now() + timedelta(minutes=5))
 
-    assert bearer(created.secret).get("/v1/tenant").status_code == 200
+    assert api_client(created.secret).get("/v1/tenant").status_code == 200
 
 
 def test_revoked_key_is_401(acme: TenantCtx, django_capture_on_commit_callbacks) -> None:
     """A revoked key is refused with a message saying so."""
-    created = new_key(acme)
-    client = bearer(created.secret)
+    created = make_key(tenant=acme.tenant)
+    client = api_client(created.secret)
     assert client.get("/v1/tenant").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
         response = acme.client.delete(f"/v1/keys/{created.key.id}")
@@ -165,11 +157,11 @@ def test_revoked_key_with_wrong_secret_does_not_reveal_revocation(
 ) -> None:
     """Only the holder of the secret learns that a key was revoked; anyone else sees an
     unknown key."""
-    created = new_key(acme)
+    created = make_key(tenant=acme.tenant)
     with django_capture_on_commit_callbacks(execute=True):
         acme.client.delete(f"/v1/keys/{created.key.id}")
 
-    response = bearer(f"op_{created.key.prefix}_{'x' * 40}").get("/v1/tenant")
+    response = api_client(f"op_{created.key.prefix}_{'x' * 40}").get("/v1/tenant")
 
     assert_unauthenticated(response, "Unknown API key.")
 
@@ -189,7 +181,7 @@ def test_refused_write_changes_nothing(acme: TenantCtx) -> None:
     keys = ApiKey.objects.for_tenant(acme.tenant).count()
     events = AuditEvent.objects.for_tenant(acme.tenant).count()
 
-    response = bearer(f"op_{prefix_of(acme.key)}_{'x' * 40}").post(
+    response = api_client(f"op_{prefix_of(acme.key)}_{'x' * 40}").post(
         "/v1/keys", data={"name": "sneaky", "scopes": ["manage"]}, content_type="application/json"
     )
 
@@ -204,11 +196,10 @@ def test_refused_write_changes_nothing(acme: TenantCtx) -> None:
 
 def session_client(ctx: TenantCtx, role: Role, *, csrf: bool = False) -> Client:
     """A logged-in console user of ctx's tenant with this role."""
-    user = User.objects.create_user(f"{role.value}.console@{ctx.tenant.slug}.test", "pw-123456789")
-    Membership.all_tenants.create(tenant=ctx.tenant, user=user, role=role)
-    client = Client(enforce_csrf_checks=csrf)
-    client.force_login(user)
-    return client
+    email = f"{role.value}.console@{ctx.tenant.slug}.test"
+    return signed_in(
+        make_member(tenant=ctx.tenant, email=email, role=role), enforce_csrf_checks=csrf
+    )
 
 
 def test_console_session_acts_for_its_tenant(acme: TenantCtx, globex: TenantCtx) -> None:
@@ -250,8 +241,6 @@ def test_console_write_without_csrf_token_is_403(acme: TenantCtx) -> None:
 
 
 def test_user_without_tenant_is_401(db: None) -> None:
-    user = User.objects.create_user("lonely@example.test", "pw-123456789")
-    client = Client()
-    client.force_login(user)
+    client = signed_in(make_user(email="lonely@example.test"))
 
     assert_unauthenticated(client.get("/v1/tenant"), "This user belongs to no tenant.")

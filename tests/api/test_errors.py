@@ -12,7 +12,7 @@ from rest_framework import serializers
 
 from api.errors import to_platform_error
 from tenants.models import ApiKey, AuditEvent
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx
 from tests.helpers import assert_problem, key_of, post_json
 
 pytestmark = pytest.mark.django_db

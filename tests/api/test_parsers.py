@@ -19,8 +19,7 @@ from hypothesis import strategies as st
 
 from api import parsers
 from kernel.errors import InvalidRequest
-from queues import services
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx, make_queue, make_subscription, make_topic
 from tests.helpers import assert_problem
 
 JSON = "application/json"
@@ -278,9 +277,9 @@ def assert_delivered(content: bytes, values: list[Any]) -> None:
 
 @pytest.fixture
 def exact(acme: TenantCtx) -> TenantCtx:
-    services.queue_create(tenant=acme.tenant, actor="test", name="exact")
-    services.topic_create(tenant=acme.tenant, actor="test", name="facts", partitions=1)
-    services.subscription_create(tenant=acme.tenant, actor="test", name="reader", topic="facts")
+    make_queue(tenant=acme.tenant, name="exact")
+    make_topic(tenant=acme.tenant, name="facts", partitions=1)
+    make_subscription(tenant=acme.tenant, name="reader", topic="facts")
     return acme
 
 

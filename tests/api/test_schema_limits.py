@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from queues.engine.dataplane import ACK_ID_PATTERN, STREAM_ID_PATTERN
+from kernel.limits import ACK_ID_PATTERN, STREAM_ID_PATTERN
 
 pytestmark = pytest.mark.django_db
 

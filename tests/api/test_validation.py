@@ -15,20 +15,16 @@ from django.test import Client
 from kernel.redis_client import get_redis
 from openplatform.asgi import application
 from queues.models import Queue, Subscription, Topic
-from tests.conftest import TenantCtx, make_tenant
-from tests.helpers import assert_problem, post_json
-from tests.queues.helpers import (
-    field_errors,
+from tests.engine import publish_to_queue, publish_to_topic, pull, queue_reader, subscription_reader
+from tests.factories import (
+    TenantCtx,
+    api_headers,
     make_queue,
     make_subscription,
+    make_tenant,
     make_topic,
-    patch_json,
-    publish_to_queue,
-    publish_to_topic,
-    pull,
-    queue_reader,
-    subscription_reader,
 )
+from tests.helpers import assert_problem, field_errors, patch_json, post_json
 
 pytestmark = pytest.mark.django_db
 
@@ -53,9 +49,9 @@ BAD_OFFSETS = ["99999999999999999999-1", "1-18446744073709551616", "\u0661-1", "
 def leased(acme: TenantCtx) -> dict[str, Any]:
     """Queue 'orders' and subscription 'audit' (on topic 'events'), each with one message
     leased to a consumer; the state of both, to show that a rejected request changed nothing."""
-    make_queue(acme, "orders")
-    make_topic(acme, "events")
-    make_subscription(acme, "audit", "events")
+    make_queue(tenant=acme.tenant, name="orders")
+    make_topic(tenant=acme.tenant, name="events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_queue(acme, "orders", {"body": 1})
     publish_to_topic(acme, "events", {"body": 2})
     (queued,) = pull(queue_reader(acme, "orders"))
@@ -208,7 +204,7 @@ def test_cursors_are_checked_against_their_fields(acme: TenantCtx, path: str, cu
 
 def test_a_cursor_from_a_page_still_works(acme: TenantCtx) -> None:
     for name in ("a", "b", "c"):
-        make_queue(acme, name)
+        make_queue(tenant=acme.tenant, name=name)
 
     first = acme.client.get("/v1/queues", {"limit": 2}).json()
     second = acme.client.get("/v1/queues", {"limit": 2, "cursor": first["next"]}).json()
@@ -427,13 +423,11 @@ async def test_unsupported_method_through_the_asgi_app_is_405_with_allow(
 ) -> None:
     """As gunicorn serves it (openplatform.asgi routes a Bearer request that is not a POST to
     Django's handler): the same 405 with Allow."""
-    ctx = await sync_to_async(make_tenant)("Methods")
-    await sync_to_async(make_queue)(ctx, "jobs")
+    ctx = await sync_to_async(make_tenant)(name="Methods")
+    await sync_to_async(make_queue)(tenant=ctx.tenant, name="jobs")
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        response = await client.request(
-            method, path, headers={"Authorization": f"Bearer {ctx.key}"}
-        )
+        response = await client.request(method, path, headers=api_headers(ctx.key))
     await sync_to_async(connections.close_all)()
 
     assert response.status_code == 405

@@ -7,12 +7,18 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from queues import services as queue_services
 from queues.models import Queue
-from tenants import services
-from tenants.models import Membership, Role, User
-from tests.conftest import TenantCtx
-from tests.console.conftest import PASSWORD, member, signed_in
+from tenants.models import Role
+from tests.factories import (
+    PASSWORD,
+    TenantCtx,
+    make_member,
+    make_membership,
+    make_queue,
+    make_tenant,
+    make_user,
+    signed_in,
+)
 
 CONSOLE_PAGES = [
     "/",
@@ -25,10 +31,8 @@ CONSOLE_PAGES = [
 
 
 @pytest.fixture
-def initech(db: Any) -> Any:
-    return services.tenant_create(
-        name="Initech", owner_email="peter@initech.test", owner_password=PASSWORD
-    )
+def initech(db: Any) -> TenantCtx:
+    return make_tenant(name="Initech", owner_email="peter@initech.test", owner_password=PASSWORD)
 
 
 def test_login_page_asks_for_email_and_password(db: Any) -> None:
@@ -41,7 +45,7 @@ def test_login_page_asks_for_email_and_password(db: Any) -> None:
     assert "csrfmiddlewaretoken" in body
 
 
-def test_login_lands_on_the_dashboard_of_the_first_tenant(initech: Any) -> None:
+def test_login_lands_on_the_dashboard_of_the_first_tenant(initech: TenantCtx) -> None:
     """Email + password signs in, redirects to / and picks the user's first membership."""
     client = Client()
     response = client.post("/login/", {"username": "peter@initech.test", "password": PASSWORD})
@@ -54,7 +58,7 @@ def test_login_lands_on_the_dashboard_of_the_first_tenant(initech: Any) -> None:
     assert "<h1>Initech</h1>" in dashboard.content.decode()
 
 
-def test_login_ignores_the_case_of_the_email(initech: Any) -> None:
+def test_login_ignores_the_case_of_the_email(initech: TenantCtx) -> None:
     """Addresses are stored in lower case; typing capitals still signs in."""
     client = Client()
     response = client.post("/login/", {"username": "Peter@Initech.TEST", "password": PASSWORD})
@@ -62,7 +66,7 @@ def test_login_ignores_the_case_of_the_email(initech: Any) -> None:
     assert client.session["_auth_user_id"] == str(initech.owner.pk)
 
 
-def test_login_follows_next(initech: Any) -> None:
+def test_login_follows_next(initech: TenantCtx) -> None:
     """A page that sent the person to sign in is where they land afterwards."""
     response = Client().post(
         "/login/?next=/keys/new/",
@@ -72,7 +76,7 @@ def test_login_follows_next(initech: Any) -> None:
     assert response["Location"] == "/keys/new/"
 
 
-def test_wrong_password_is_refused(initech: Any) -> None:
+def test_wrong_password_is_refused(initech: TenantCtx) -> None:
     """A wrong password re-shows the form with an error and signs nobody in."""
     client = Client()
     response = client.post("/login/", {"username": "peter@initech.test", "password": "nope"})
@@ -98,7 +102,7 @@ def test_anonymous_post_creates_nothing(acme: TenantCtx) -> None:
     assert not Queue.objects.for_tenant(acme.tenant).exists()
 
 
-def test_logout_is_a_post_and_ends_the_session(initech: Any) -> None:
+def test_logout_is_a_post_and_ends_the_session(initech: TenantCtx) -> None:
     """Sign out is POST only; afterwards the dashboard asks for a login again."""
     client = signed_in(initech.owner)
     assert client.get("/logout/").status_code == 405
@@ -112,9 +116,9 @@ def test_logout_is_a_post_and_ends_the_session(initech: Any) -> None:
 def test_a_user_with_two_tenants_can_switch(acme: TenantCtx, globex: TenantCtx) -> None:
     """The switcher lists every membership; choosing one changes the session's tenant and
     so the data the dashboard shows."""
-    user = member(acme.tenant, "dana@example.test", Role.DEVELOPER)
-    Membership.all_tenants.create(tenant=globex.tenant, user=user, role=Role.VIEWER)
-    queue_services.queue_create(tenant=globex.tenant, actor="test", name="globex-jobs")
+    user = make_member(tenant=acme.tenant, email="dana@example.test", role=Role.DEVELOPER)
+    make_membership(tenant=globex.tenant, user=user, role=Role.VIEWER)
+    make_queue(tenant=globex.tenant, name="globex-jobs")
     client = Client()
     client.post("/login/", {"username": "dana@example.test", "password": PASSWORD})
     assert client.session["tenant_id"] == str(acme.tenant.id)
@@ -136,7 +140,7 @@ def test_a_user_with_two_tenants_can_switch(acme: TenantCtx, globex: TenantCtx) 
 
 def test_switching_to_a_tenant_one_is_not_in_is_a_404(acme: TenantCtx, globex: TenantCtx) -> None:
     """The switcher only accepts the user's own tenants; the session stays as it was."""
-    client = signed_in(member(acme.tenant, "eve@acme.test", Role.ADMIN))
+    client = signed_in(make_member(tenant=acme.tenant, email="eve@acme.test", role=Role.ADMIN))
     client.get("/")
     response = client.post("/tenant/", {"tenant_id": str(globex.tenant.id)})
     assert response.status_code == 404
@@ -146,8 +150,8 @@ def test_switching_to_a_tenant_one_is_not_in_is_a_404(acme: TenantCtx, globex: T
 
 def test_a_session_for_a_lost_membership_falls_back(acme: TenantCtx, globex: TenantCtx) -> None:
     """A session still naming a tenant the user has left shows their remaining tenant."""
-    user = member(acme.tenant, "sam@example.test", Role.DEVELOPER)
-    gone = Membership.all_tenants.create(tenant=globex.tenant, user=user, role=Role.DEVELOPER)
+    user = make_member(tenant=acme.tenant, email="sam@example.test", role=Role.DEVELOPER)
+    gone = make_membership(tenant=globex.tenant, user=user, role=Role.DEVELOPER)
     client = signed_in(user)
     client.post("/tenant/", {"tenant_id": str(globex.tenant.id)})
     gone.delete()
@@ -158,7 +162,7 @@ def test_a_session_for_a_lost_membership_falls_back(acme: TenantCtx, globex: Ten
 
 def test_a_user_without_tenants_gets_a_403_page(db: Any) -> None:
     """Signing in works, but with no membership the console has nothing to show."""
-    user = User.objects.create_user("loner@example.test", PASSWORD)
+    user = make_user(email="loner@example.test", password=PASSWORD)
     response = signed_in(user).get("/")
     assert response.status_code == 403
     assert "not a member of any tenant" in response.content.decode()

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.test import Client
 
-from kernel.redis_client import get_redis
-from queues import selectors
-from queues import services as queue_services
-from queues.engine import dataplane
-from queues.engine.messages import now_ms, validate_batch
-from queues.engine.targets import queue_consumer, queue_destination
+from queues.engine.messages import now_ms
 from queues.models import Queue
 from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ApiKey
-from tests.conftest import TenantCtx
-
-
-def publish(ctx: TenantCtx, queue: str, count: int, now: int, **extra: Any) -> None:
-    doc = selectors.queue_document(selectors.queue_get(tenant=ctx.tenant, name=queue))
-    batch = validate_batch(
-        {"messages": [{"body": {"n": i}, **extra} for i in range(count)]},
-        max_message_bytes=262144,
-        now_ms=now,
-    )
-    dataplane.publish(get_redis(), queue_destination(str(ctx.tenant.id), doc), batch, now)
+from tests.engine import publish_to_queue, pull, queue_reader
+from tests.factories import TenantCtx, make_key, make_queue, make_subscription, make_topic
 
 
 def build(ctx: TenantCtx, prefix: str) -> None:
     """A queue, a topic with a subscription, and an extra key, all named after ``prefix``."""
-    queue_services.queue_create(tenant=ctx.tenant, actor="test", name=f"{prefix}-orders")
-    queue_services.topic_create(
-        tenant=ctx.tenant, actor="test", name=f"{prefix}-events", partitions=3
-    )
-    queue_services.subscription_create(
-        tenant=ctx.tenant, actor="test", name=f"{prefix}-audit", topic=f"{prefix}-events"
-    )
-    services.key_create(
-        authority=OPERATOR, tenant=ctx.tenant, name=f"{prefix}-ci", scopes=["publish"], actor="test"
-    )
+    make_queue(tenant=ctx.tenant, name=f"{prefix}-orders")
+    make_topic(tenant=ctx.tenant, name=f"{prefix}-events", partitions=3)
+    make_subscription(tenant=ctx.tenant, name=f"{prefix}-audit", topic=f"{prefix}-events")
+    make_key(tenant=ctx.tenant, name=f"{prefix}-ci", scopes=["publish"])
 
 
 def test_dashboard_shows_this_tenants_resources(
@@ -84,15 +62,11 @@ def test_dashboard_counts_against_the_plan(acme: TenantCtx, owner: Client) -> No
 
 def test_queue_stats_are_live(acme: TenantCtx, owner: Client) -> None:
     """available / in flight / delayed / oldest age come from the stream right now."""
-    queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders")
+    make_queue(tenant=acme.tenant, name="orders")
     now = now_ms()
-    publish(acme, "orders", 3, now)
-    publish(acme, "orders", 1, now, delay_seconds=60)
-    consumer = queue_consumer(
-        str(acme.tenant.id),
-        selectors.queue_document(selectors.queue_get(tenant=acme.tenant, name="orders")),
-    )
-    dataplane.pull(get_redis(), consumer, count=1, now_ms=now)
+    publish_to_queue(acme, "orders", *({"body": {"n": i}} for i in range(3)), now=now)
+    publish_to_queue(acme, "orders", {"body": {"n": 0}, "delay_seconds": 60}, now=now)
+    pull(queue_reader(acme, "orders"), 1, now=now)
 
     response = owner.get("/")
     (row,) = response.context["queues"]
@@ -105,9 +79,7 @@ def test_queue_stats_are_live(acme: TenantCtx, owner: Client) -> None:
 
 def test_revoked_keys_are_marked(acme: TenantCtx, owner: Client) -> None:
     """A revoked key stays listed, marked revoked and without a revoke button."""
-    created = services.key_create(
-        authority=OPERATOR, tenant=acme.tenant, name="old", scopes=["consume"], actor="test"
-    )
+    created = make_key(tenant=acme.tenant, name="old", scopes=["consume"])
     services.key_revoke(
         authority=OPERATOR, tenant=acme.tenant, key_id=str(created.key.id), actor="test"
     )

@@ -8,12 +8,9 @@ import re
 from django.test import Client
 
 from kernel.errors import Unauthenticated
-from tenants import services
-from tenants.authority import OPERATOR
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
-from tests.console.conftest import member, signed_in
+from tests.factories import TenantCtx, make_key, make_member, signed_in
 
 TOKEN = re.compile(r"op_[a-z0-9]{10}_[A-Za-z0-9]{40}")
 
@@ -84,9 +81,7 @@ def test_bad_resource_pattern_is_shown(acme: TenantCtx, owner: Client) -> None:
 def test_revoke_asks_then_revokes(acme: TenantCtx, owner: Client) -> None:
     """GET shows a confirmation naming the key; POST revokes it, audits it and the API
     refuses the key from then on."""
-    created = services.key_create(
-        authority=OPERATOR, tenant=acme.tenant, name="old", scopes=["consume"], actor="test"
-    )
+    created = make_key(tenant=acme.tenant, name="old", scopes=["consume"])
     url = f"/keys/{created.key.id}/revoke/"
     confirm = owner.get(url)
     assert confirm.status_code == 200
@@ -129,13 +124,11 @@ def test_malformed_key_id_is_a_404(acme: TenantCtx, owner: Client) -> None:
 
 def test_revoke_confirmation_names_the_keys_resources(acme: TenantCtx, owner: Client) -> None:
     """The confirmation shows what the key reaches, so the owner knows what stops working."""
-    created = services.key_create(
-        authority=OPERATOR,
+    created = make_key(
         tenant=acme.tenant,
         name="orders",
         scopes=["publish"],
         resources=["queue:orders", "topic:ev.*"],
-        actor="test",
     )
     body = owner.get(f"/keys/{created.key.id}/revoke/").content.decode()
     assert "<code>queue:orders</code><code>topic:ev.*</code>" in body
@@ -143,7 +136,9 @@ def test_revoke_confirmation_names_the_keys_resources(acme: TenantCtx, owner: Cl
 
 def test_dashboard_marks_keys_beyond_the_role(acme: TenantCtx) -> None:
     """A developer sees every key, and for one beyond their role a note instead of Revoke."""
-    developer = signed_in(member(acme.tenant, "dev@acme.test", Role.DEVELOPER))
+    developer = signed_in(
+        make_member(tenant=acme.tenant, email="dev@acme.test", role=Role.DEVELOPER)
+    )
     response = developer.get("/")
     [row] = response.context["keys"]
     assert (row.item.name, row.can_revoke) == ("all", False)

@@ -21,10 +21,15 @@ from django.db import connections
 from django.test import Client
 
 from openplatform.asgi import application
-from tenants import services
-from tenants.models import AuditEvent, Membership, Role, User
-from tests.conftest import TenantCtx
-from tests.console.conftest import PASSWORD, member
+from tenants.models import AuditEvent, Role, User
+from tests.factories import (
+    PASSWORD,
+    TenantCtx,
+    make_member,
+    make_membership,
+    make_tenant,
+    make_user,
+)
 
 LIMIT = 3
 EMAIL = "ann@example.test"
@@ -41,8 +46,8 @@ def throttle(settings: Any) -> Any:
 @pytest.fixture
 def ann(acme: TenantCtx, globex: TenantCtx) -> User:
     """A developer of Acme who is also a viewer of Globex."""
-    user = member(acme.tenant, EMAIL, Role.DEVELOPER)
-    Membership.all_tenants.create(tenant=globex.tenant, user=user, role=Role.VIEWER)
+    user = make_member(tenant=acme.tenant, email=EMAIL, role=Role.DEVELOPER)
+    make_membership(tenant=globex.tenant, user=user, role=Role.VIEWER)
     return user
 
 
@@ -93,7 +98,7 @@ def test_the_account_is_locked_after_the_limit(ann: User) -> None:
 def test_the_address_is_locked_after_the_limit(ann: User, db: Any) -> None:
     """LIMIT failures from one address, at other accounts (existing or not), lock the address:
     Ann's right password is refused from there, and still works from elsewhere."""
-    User.objects.create_user("bob@example.test", PASSWORD)
+    make_user(email="bob@example.test", password=PASSWORD)
     for email in ("bob@example.test", "nobody@example.test", "carol@example.test"):
         sign_in("203.0.113.41", "wrong", email=email)
 
@@ -178,7 +183,7 @@ def test_an_operator_can_lift_a_lock_out(ann: User) -> None:
 
 @pytest.fixture
 def operator(db: Any) -> User:
-    return User.objects.create_user("ops@example.test", PASSWORD, is_staff=True)
+    return make_user(email="ops@example.test", password=PASSWORD, is_staff=True)
 
 
 def test_the_admin_login_is_throttled_too(operator: User, caplog: pytest.LogCaptureFixture) -> None:
@@ -224,7 +229,7 @@ async def post_login(client: httpx.AsyncClient, password: str) -> httpx.Response
 async def test_the_lock_out_works_under_asgi(browser: httpx.AsyncClient) -> None:
     """Through the ASGI app (axes' async middleware path, which calls the lock-out callable
     with other arguments): the same 429 page, Retry-After and audit event."""
-    created = await sync_to_async(services.tenant_create)(
+    created = await sync_to_async(make_tenant)(
         name="Asgi", owner_email=EMAIL, owner_password=PASSWORD
     )
     for _ in range(LIMIT - 1):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from django.test import Client
 
-from queues import services as queue_services
 from queues.models import Queue, Subscription, Topic
 from tenants.models import AuditEvent
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx, make_queue, make_topic
 
 ACTOR = "user:owner@acme.test"
 
@@ -57,7 +56,7 @@ def test_create_queue(acme: TenantCtx, owner: Client) -> None:
 
 def test_create_queue_with_a_dead_letter_queue(acme: TenantCtx, owner: Client) -> None:
     """The dead-letter choice lists the tenant's queues and is stored with the attempts."""
-    queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders-dlq")
+    make_queue(tenant=acme.tenant, name="orders-dlq")
     form = owner.get("/queues/new/").context["form"]
     assert form.fields["dead_letter_queue"].choices == [("", "None"), ("orders-dlq", "orders-dlq")]
     response = owner.post(
@@ -81,7 +80,7 @@ def test_service_errors_show_on_the_form(acme: TenantCtx, owner: Client) -> None
 
 def test_dead_letter_queue_needs_attempts(acme: TenantCtx, owner: Client) -> None:
     """The service's rule that both go together comes back as a field error."""
-    queue_services.queue_create(tenant=acme.tenant, actor="test", name="dlq")
+    make_queue(tenant=acme.tenant, name="dlq")
     response = owner.post("/queues/new/", queue_form(dead_letter_queue="dlq"))
     assert response.status_code == 200
     assert response.context["form"].errors == {
@@ -141,7 +140,7 @@ def test_topic_partitions_are_checked(acme: TenantCtx, owner: Client) -> None:
 
 def test_create_subscription(acme: TenantCtx, owner: Client) -> None:
     """The topic choice lists the tenant's topics; the subscription is created and audited."""
-    queue_services.topic_create(tenant=acme.tenant, actor="test", name="events")
+    make_topic(tenant=acme.tenant, name="events")
     form = owner.get("/subscriptions/new/").context["form"]
     assert form.fields["topic"].choices == [("events", "events")]
     response = owner.post(
@@ -158,7 +157,7 @@ def test_subscription_to_another_tenants_topic_is_refused(
     acme: TenantCtx, globex: TenantCtx, owner: Client
 ) -> None:
     """Only the tenant's own topics can be chosen; Globex's is not a valid choice."""
-    queue_services.topic_create(tenant=globex.tenant, actor="test", name="globex-events")
+    make_topic(tenant=globex.tenant, name="globex-events")
     response = owner.post(
         "/subscriptions/new/",
         {"name": "spy", "topic": "globex-events", "start_at": "latest", "visibility_timeout": 30},

@@ -9,14 +9,10 @@ import pytest
 from django.test import Client
 
 from kernel.redis_client import get_redis
-from queues import services as queue_services
 from queues.models import Queue, Subscription, Topic
-from tenants import services
-from tenants.authority import OPERATOR
 from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
-from tests.console.conftest import member, signed_in
+from tests.factories import TenantCtx, make_key, make_member, make_queue, make_topic, signed_in
 
 
 def snapshot(ctx: TenantCtx) -> dict[str, Any]:
@@ -34,11 +30,9 @@ def snapshot(ctx: TenantCtx) -> dict[str, Any]:
 @pytest.fixture
 def furnished(acme: TenantCtx) -> str:
     """Acme with a queue, a topic and a second key; returns that key's id."""
-    queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders")
-    queue_services.topic_create(tenant=acme.tenant, actor="test", name="events")
-    created = services.key_create(
-        authority=OPERATOR, tenant=acme.tenant, name="ci", scopes=["publish"], actor="test"
-    )
+    make_queue(tenant=acme.tenant, name="orders")
+    make_topic(tenant=acme.tenant, name="events")
+    created = make_key(tenant=acme.tenant, name="ci", scopes=["publish"])
     return str(created.key.id)
 
 
@@ -101,7 +95,7 @@ def test_viewer_writes_are_403_and_change_nothing(
 
 @pytest.mark.parametrize("role", [Role.ADMIN, Role.DEVELOPER])
 def test_admins_and_developers_can_write(acme: TenantCtx, role: Role) -> None:
-    client = signed_in(member(acme.tenant, f"{role}@acme.test", role))
+    client = signed_in(make_member(tenant=acme.tenant, email=f"{role}@acme.test", role=role))
     response = client.post(
         "/topics/new/", {"name": "by-" + role, "partitions": 1, "retention_seconds": 3600}
     )
@@ -122,8 +116,8 @@ def test_suspended_tenant_is_read_only(acme: TenantCtx, owner: Client) -> None:
 
 def test_writes_need_the_csrf_token(acme: TenantCtx) -> None:
     """A cross-site form post (no CSRF token) is refused and stores nothing."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(member(acme.tenant, "csrf@acme.test", Role.OWNER))
+    owner = make_member(tenant=acme.tenant, email="csrf@acme.test", role=Role.OWNER)
+    client = signed_in(owner, enforce_csrf_checks=True)
     response = client.post("/topics/new/", {"name": "x", "partitions": 1, "retention_seconds": 60})
     assert response.status_code == 403
     assert not Topic.objects.for_tenant(acme.tenant).exists()
@@ -135,7 +129,9 @@ def test_writes_need_the_csrf_token(acme: TenantCtx) -> None:
 @pytest.fixture
 def developer(acme: TenantCtx) -> Client:
     """A developer of Acme, signed in."""
-    return signed_in(member(acme.tenant, "developer@acme.test", Role.DEVELOPER))
+    return signed_in(
+        make_member(tenant=acme.tenant, email="developer@acme.test", role=Role.DEVELOPER)
+    )
 
 
 def test_developer_cannot_revoke_the_all_scopes_key(
@@ -196,7 +192,7 @@ def test_developer_cannot_create_a_manage_key(acme: TenantCtx, developer: Client
 @pytest.mark.parametrize("role", [Role.OWNER, Role.ADMIN])
 def test_owners_and_admins_may_revoke_the_all_scopes_key(acme: TenantCtx, role: Role) -> None:
     """Owners and admins hold every scope tenant-wide: every key is within their role."""
-    client = signed_in(member(acme.tenant, f"{role}-2@acme.test", role))
+    client = signed_in(make_member(tenant=acme.tenant, email=f"{role}-2@acme.test", role=role))
     target = ApiKey.objects.for_tenant(acme.tenant).get(name="all")
     assert client.get("/keys/new/").context["form"].fields["scopes"].choices == [
         ("publish", "Publish"),

@@ -81,3 +81,28 @@ def test_tenant_and_key_keys_are_unchanged() -> None:
     assert redis_keys.auth_failure_key("203.0.113.7", "m", 28_333_333) == (
         "op:{authfail.203.0.113.7}:m:28333333"
     )
+
+
+def test_usage_hash_fields_are_unchanged() -> None:
+    """An hour's counters are ``<hour epoch>:p|pb|d|a`` and a month's published count
+    ``m<YYYYMM>:p``; the roll-up reads back exactly what the scripts write."""
+    now_ms = 1_700_000_000_000  # 2023-11-14T22:13:20Z, hour 472222
+    assert redis_keys.usage_hour_field(now_ms, "published") == "472222:p"
+    assert redis_keys.usage_hour_field(now_ms, "published_bytes") == "472222:pb"
+    assert redis_keys.usage_hour_field(now_ms, "delivered") == "472222:d"
+    assert redis_keys.usage_hour_field(now_ms, "acked") == "472222:a"
+    assert redis_keys.usage_month_field(2026, 3) == "m202603:p"
+    for column in redis_keys.USAGE_COUNTERS:
+        field = redis_keys.usage_hour_field(now_ms, column)
+        assert redis_keys.parse_usage_field(field) == (472222, column)
+    assert redis_keys.parse_usage_field("m202603:p") is None
+    assert redis_keys.parse_usage_field("472222:x") is None
+    assert redis_keys.is_usage_month_field("m202603:p")
+    assert not redis_keys.is_usage_month_field("472222:p")
+
+
+def test_scan_patterns_and_the_consumer_name_are_unchanged() -> None:
+    """What the bench's clean-up scans for, and the one consumer name of every group."""
+    assert redis_keys.tenant_scan_pattern(TENANT) == f"op:{TAG}:*"
+    assert redis_keys.cache_scan_pattern("res", f"{TENANT}:") == f"op:cache:res:{TENANT}:*"
+    assert redis_keys.CONSUMER == "c"

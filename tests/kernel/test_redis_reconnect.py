@@ -30,10 +30,9 @@ from api.views.health import READY_TIMEOUT_SECONDS
 from kernel.hotcache import forget_all_local
 from kernel.redis_client import get_redis, get_script_lane, reset_clients
 from openplatform.asgi import application
-from queues import services
 from queues.engine.targets import queue_keys
 from queues.engine.waiters import get_notifier
-from tests.conftest import make_tenant
+from tests.factories import api_headers, make_queue, make_tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,13 +171,13 @@ class Api:
 
 @pytest.fixture
 async def api(own_redis: OwnRedis) -> AsyncIterator[Api]:
-    ctx = await sync_to_async(make_tenant)("Reconnect")
-    queue = await sync_to_async(services.queue_create)(tenant=ctx.tenant, actor="test", name="jobs")
+    ctx = await sync_to_async(make_tenant)(name="Reconnect")
+    queue = await sync_to_async(make_queue)(tenant=ctx.tenant, name="jobs")
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield Api(
             client,
-            {"Authorization": f"Bearer {ctx.key}"},
+            api_headers(ctx.key),
             queue_keys(str(ctx.tenant.id), str(queue.id))["stream"],
         )
     await sync_to_async(connections.close_all)()

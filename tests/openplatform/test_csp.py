@@ -11,10 +11,15 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from queues import services as queue_services
 from tenants.models import User
-from tests.conftest import TenantCtx
-from tests.console.conftest import PASSWORD, owner_of, signed_in
+from tests.factories import (
+    PASSWORD,
+    TenantCtx,
+    make_queue,
+    make_subscription,
+    make_topic,
+    signed_in,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -75,12 +80,10 @@ def test_the_login_page(db: Any) -> None:
 
 def test_the_dashboard_and_a_form(acme: TenantCtx) -> None:
     """The dashboard with a row of each kind, and a form page."""
-    queue_services.queue_create(tenant=acme.tenant, actor="test", name="orders")
-    topic = queue_services.topic_create(tenant=acme.tenant, actor="test", name="events")
-    queue_services.subscription_create(
-        tenant=acme.tenant, actor="test", name="audit", topic=topic.name
-    )
-    owner = signed_in(owner_of(acme))
+    make_queue(tenant=acme.tenant, name="orders")
+    topic = make_topic(tenant=acme.tenant, name="events")
+    make_subscription(tenant=acme.tenant, name="audit", topic=topic.name)
+    owner = signed_in(acme.owner)
     assert_strict_page(owner.get("/"))
     assert_strict_page(owner.get("/queues/new/"))
 

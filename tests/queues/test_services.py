@@ -7,7 +7,7 @@ import pytest
 from kernel.errors import InvalidRequest
 from queues import services
 from queues.models import Queue
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx
 
 
 @pytest.mark.parametrize("name", ["orders\n", "-orders", "", "a" * 129, "with space", "ünï"])

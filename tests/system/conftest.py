@@ -42,6 +42,7 @@ from django.utils.text import slugify
 
 from devtools.processes import group_members
 from devtools.supervisor import platform_commands
+from tests.factories import api_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -160,7 +161,7 @@ class Platform:
         created = json.loads(done.stdout)
         client = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {created['api_key']}"},
+            headers=api_headers(created["api_key"]),
             timeout=10,
         )
         self.clients.append(client)

@@ -28,6 +28,7 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from tests.factories import api_headers
 from tests.system.conftest import ApiTenant, Platform
 
 SEED = 20260601
@@ -192,7 +193,7 @@ def schemathesis_config(tenant: ApiTenant) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "seed": SEED,
-            "headers": {"Authorization": f"Bearer {tenant.key}"},
+            "headers": api_headers(tenant.key),
             "generation": {"max-examples": EXAMPLES_PER_OPERATION, "deterministic": True},
             "dictionaries": dictionaries,
             "parameters": names_of("live"),

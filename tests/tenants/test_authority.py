@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from kernel.errors import Forbidden
 from tenants.authority import (
     OPERATOR,
-    ROLE_AUTHORITY,
+    ROLE_PERMISSIONS,
     Authority,
     _tokens,
     check_grant,
@@ -141,11 +141,21 @@ def test_operator_and_roles() -> None:
     """Operators cover every key; owners and admins every scope; developers publish and
     consume only; viewers nothing. Every role is tenant-wide."""
     assert covers(OPERATOR.scopes, OPERATOR.resources, ALL_SCOPES, [])
-    assert ROLE_AUTHORITY[Role.OWNER].scopes == ALL
-    assert ROLE_AUTHORITY[Role.ADMIN].scopes == ALL
-    assert ROLE_AUTHORITY[Role.DEVELOPER].scopes == {"publish", "consume"}
-    assert ROLE_AUTHORITY[Role.VIEWER].scopes == frozenset()
-    assert all(authority.tenant_wide for authority in ROLE_AUTHORITY.values())
+    assert ROLE_PERMISSIONS[Role.OWNER].keys.scopes == ALL
+    assert ROLE_PERMISSIONS[Role.ADMIN].keys.scopes == ALL
+    assert ROLE_PERMISSIONS[Role.DEVELOPER].keys.scopes == {"publish", "consume"}
+    assert ROLE_PERMISSIONS[Role.VIEWER].keys.scopes == frozenset()
+    assert all(role.keys.tenant_wide for role in ROLE_PERMISSIONS.values())
+    # the session's scopes (console pages, API calls with the session): a viewer only reads
+    assert ROLE_PERMISSIONS[Role.OWNER].scopes == ALL
+    assert ROLE_PERMISSIONS[Role.ADMIN].scopes == ALL
+    assert ROLE_PERMISSIONS[Role.DEVELOPER].scopes == ALL
+    assert ROLE_PERMISSIONS[Role.VIEWER].scopes == frozenset()
+    assert [r for r, p in ROLE_PERMISSIONS.items() if p.can_write] == [
+        Role.OWNER,
+        Role.ADMIN,
+        Role.DEVELOPER,
+    ]
 
 
 # --- check_grant: the refusal names the field -------------------------------------------------

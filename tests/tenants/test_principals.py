@@ -27,8 +27,8 @@ from tenants.principals import (
     parse_token,
     tenant_cache,
 )
-from tests.conftest import TenantCtx
-from tests.helpers import key_of, new_key, prefix_of
+from tests.factories import TenantCtx, make_key
+from tests.helpers import key_of, prefix_of
 
 
 def _no_postgres(ident: str) -> None:
@@ -84,7 +84,9 @@ def test_parse_authorization_rejects_other_headers(header: str | None) -> None:
 @pytest.mark.django_db
 def test_principal_carries_the_keys_grants(acme: TenantCtx) -> None:
     """The principal names the key, its tenant, scopes, resources and the audit actor."""
-    created = new_key(acme, scopes=["consume"], resources=["queue:orders", "topic:events.*"])
+    created = make_key(
+        tenant=acme.tenant, scopes=["consume"], resources=["queue:orders", "topic:events.*"]
+    )
 
     principal = authenticate(f"Bearer {created.secret}")
 
@@ -242,7 +244,7 @@ def test_revocation_reaches_this_process_and_a_fresh_one(
 ) -> None:
     """After key_revoke commits, this process refuses the key at once, and so does a process
     with an empty local cache, from Redis alone."""
-    created = new_key(acme)
+    created = make_key(tenant=acme.tenant)
     header = f"Bearer {created.secret}"
     authenticate(header)
 
@@ -266,7 +268,7 @@ def test_revocation_reaches_a_process_with_a_stale_copy_within_its_ttl(
     most HOT_CACHE_TTL_SECONDS (under a second), then reads the revocation from Redis."""
     assert settings.HOT_CACHE_TTL_SECONDS <= 1.0  # API.md: revoked everywhere within 1 s
     settings.HOT_CACHE_TTL_SECONDS = 0.2
-    created = new_key(acme)
+    created = make_key(tenant=acme.tenant)
     header = f"Bearer {created.secret}"
     authenticate(header)  # this process now holds the live key
     revoked = ApiKey.objects.for_tenant(acme.tenant).get(pk=created.key.pk)
@@ -386,7 +388,7 @@ def test_a_key_created_after_the_index_is_found(
     with pytest.raises(Unauthenticated):
         authenticate(_unknown(0))  # builds the index
     with django_capture_on_commit_callbacks(execute=True):
-        created = new_key(acme)
+        created = make_key(tenant=acme.tenant)
     get_redis().delete(f"op:cache:apikey:{created.key.prefix}")
     forget_all_local()
 
@@ -415,7 +417,8 @@ def test_a_key_the_index_missed_is_found_after_the_index_expires(acme: TenantCtx
     in a built index; the index expires after KeyIndex.ttl, and the next build has it."""
     with pytest.raises(Unauthenticated):
         authenticate(_unknown(0))
-    created = new_key(acme)  # on_commit is not run: no push, no index entry, no document
+    # on_commit is not run: no push, no index entry, no document
+    created = make_key(tenant=acme.tenant)
     forget_all_local()
     with pytest.raises(Unauthenticated, match="Unknown API key"):
         authenticate(f"Bearer {created.secret}")
@@ -432,7 +435,10 @@ def test_a_build_that_lost_members_is_not_published() -> None:
     """The publishing script merges the build only when it holds every prefix read (plus the
     marker); a short one is dropped and the live index keeps what it had."""
     redis = get_redis()
-    publish = redis.register_script(principals._PUBLISH_INDEX)
+
+    def publish(*, keys: list[str], args: list[int]) -> int:
+        return int(principals._PUBLISH_INDEX.run(redis, keys, args))
+
     redis.sadd(principals.KEY_INDEX, "livelivel1")
     redis.sadd(principals.KEY_INDEX_BUILD, "builtbuilt", "!")
 

@@ -25,8 +25,8 @@ from tenants.models import (
     User,
 )
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
-from tests.helpers import key_of, new_key
+from tests.factories import TenantCtx, make_key
+from tests.helpers import key_of
 
 pytestmark = pytest.mark.django_db
 
@@ -104,8 +104,8 @@ def test_tenant_owned_models_fail_closed(acme: TenantCtx) -> None:
 
 def test_key_create_normalizes_scopes_and_resources(acme: TenantCtx) -> None:
     """Scopes are stored once each in canonical order; repeated resources once, in order."""
-    created = new_key(
-        acme,
+    created = make_key(
+        tenant=acme.tenant,
         name="  padded  ",
         scopes=["manage", "publish", "manage"],
         resources=["topic:b", "queue:a", "topic:b"],
@@ -151,7 +151,7 @@ def test_key_create_pushes_to_the_hot_cache_only_on_commit(
     """Until the transaction commits, Redis knows nothing of the new key; on commit it holds
     the key's document with the hash and never the secret."""
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        created = new_key(acme, scopes=["publish"], resources=["queue:orders"])
+        created = make_key(tenant=acme.tenant, scopes=["publish"], resources=["queue:orders"])
     cache_key = f"op:cache:apikey:{created.key.prefix}"
     assert get_redis().get(cache_key) is None
 
@@ -178,7 +178,7 @@ def test_key_revoke_sets_revoked_at_once(
 ) -> None:
     """Revoking sets revoked_at and writes key.revoke; a second revoke returns the same time
     and writes nothing more. Both push the revoked document to Redis."""
-    victim = new_key(acme, name="victim")
+    victim = make_key(tenant=acme.tenant, name="victim")
 
     with django_capture_on_commit_callbacks(execute=True):
         first = services.key_revoke(

@@ -10,8 +10,8 @@ from kernel.redis_client import get_redis
 from tenants.models import ApiKey
 from tenants.principals import LAST_USED_KEY, authenticate
 from tenants.tasks import flush_key_last_used
-from tests.conftest import TenantCtx
-from tests.helpers import key_of, new_key, prefix_of
+from tests.factories import TenantCtx, make_key
+from tests.helpers import key_of, prefix_of
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def test_flush_writes_last_used_and_empties_the_hash(acme: TenantCtx, globex: TenantCtx) -> None:
     """Each noted key gets last_used_at equal to the noted second, the hash is gone
     afterwards, and an unused key keeps last_used_at empty."""
-    unused = new_key(acme, name="unused")
+    unused = make_key(tenant=acme.tenant, name="unused")
     authenticate(f"Bearer {acme.key}")
     authenticate(f"Bearer {globex.key}")
     redis = get_redis()

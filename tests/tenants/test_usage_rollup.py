@@ -9,12 +9,11 @@ import pytest
 
 from kernel.redis_client import get_redis
 from kernel.redis_keys import usage_key
-from queues import services as queue_services
 from tenants.models import UsageRecord
 from tenants.services import usage_rollup
 from tenants.tasks import usage_rollup as usage_rollup_task
-from tests.conftest import TenantCtx, make_tenant
-from tests.queues.helpers import publish_to_queue
+from tests.engine import publish_to_queue
+from tests.factories import TenantCtx, make_queue, make_tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -33,9 +32,9 @@ def test_every_tenant_with_traffic_gets_its_rows(acme: TenantCtx, globex: Tenant
     """Two tenants that published (each hash also holding the monthly quota counter, which
     once crashed the roll-up after the first tenant) both get their current-hour row with
     exact counts; a tenant without traffic gets none."""
-    quiet = make_tenant("Quiet")
+    quiet = make_tenant(name="Quiet")
     for ctx, count in ((acme, 3), (globex, 5)):
-        queue_services.queue_create(tenant=ctx.tenant, actor="test", name="jobs")
+        make_queue(tenant=ctx.tenant, name="jobs")
         publish_to_queue(ctx, "jobs", *({"body": n} for n in range(count)))
     hour = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()) // 3600 * 3600, tz=UTC)
 

@@ -13,18 +13,17 @@ from django.test import Client
 from django.utils import timezone
 
 from kernel.redis_client import get_redis
-from tenants.models import ApiKey, AuditEvent, Membership, Plan, Role, User
+from tenants.models import ApiKey, AuditEvent, Role
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx, key_for
-from tests.helpers import (
-    assert_problem,
-    bearer,
-    key_of,
-    new_key,
-    post_json,
-    prefix_of,
-    secret_of,
+from tests.factories import (
+    TenantCtx,
+    api_client,
+    make_key,
+    make_member,
+    make_plan,
+    signed_in,
 )
+from tests.helpers import assert_problem, key_of, post_json, prefix_of, secret_of
 
 pytestmark = pytest.mark.django_db
 
@@ -124,7 +123,7 @@ def test_created_secret_authenticates_with_its_scopes(acme: TenantCtx) -> None:
     assert principal.tenant_id == str(acme.tenant.id)
     assert principal.scopes == frozenset({"consume"})
     assert principal.resources == ()
-    assert bearer(body["secret"]).get("/v1/tenant").status_code == 200
+    assert api_client(body["secret"]).get("/v1/tenant").status_code == 200
 
 
 def test_create_with_expiry(acme: TenantCtx) -> None:
@@ -148,7 +147,7 @@ def test_secret_is_stored_nowhere(acme: TenantCtx, django_capture_on_commit_call
         body = post_json(acme.client, "/v1/keys", {"name": "leak check", "scopes": ["manage"]})
     token = body.json()["secret"]
     secret = secret_of(token)
-    assert bearer(token).get(f"/v1/keys/{body.json()['id']}").status_code == 200
+    assert api_client(token).get(f"/v1/keys/{body.json()['id']}").status_code == 200
 
     assert secret not in str(list(ApiKey.all_tenants.values()))
     assert secret not in str(list(AuditEvent.all_tenants.values()))
@@ -186,7 +185,7 @@ def test_list_is_newest_first_and_paginated(acme: TenantCtx) -> None:
     next of null."""
     names = ["first", "second", "third"]
     for name in names:
-        new_key(acme, name=name)
+        make_key(tenant=acme.tenant, name=name)
 
     seen: list[str] = []
     url = "/v1/keys?limit=1"
@@ -217,8 +216,8 @@ def test_list_rejects_bad_paging(acme: TenantCtx, query: str, field: str) -> Non
 
 def test_list_shows_only_the_callers_keys(acme: TenantCtx, globex: TenantCtx) -> None:
     """Each tenant's listing holds its own keys and none of the other's."""
-    acme_extra = new_key(acme, name="acme extra")
-    globex_extra = new_key(globex, name="globex extra")
+    acme_extra = make_key(tenant=acme.tenant, name="acme extra")
+    globex_extra = make_key(tenant=globex.tenant, name="globex extra")
 
     acme_ids = {item["id"] for item in acme.client.get("/v1/keys").json()["results"]}
     globex_ids = {item["id"] for item in globex.client.get("/v1/keys").json()["results"]}
@@ -235,8 +234,8 @@ def test_revoke_refuses_the_key_and_audits(
 ) -> None:
     """DELETE /v1/keys/{id} answers the key with revoked_at set, writes one key.revoke audit
     event, and the key is refused from the next request on (it was cached before)."""
-    victim = new_key(acme, name="to revoke")
-    victim_client = bearer(victim.secret)
+    victim = make_key(tenant=acme.tenant, name="to revoke")
+    victim_client = api_client(victim.secret)
     assert victim_client.get("/v1/tenant").status_code == 200  # warm the hot cache
     before = timezone.now()
 
@@ -261,7 +260,7 @@ def test_revoke_refuses_the_key_and_audits(
 
 def test_revoking_twice_is_harmless(acme: TenantCtx, django_capture_on_commit_callbacks) -> None:
     """A second DELETE answers 200 with the same revoked_at and writes no second event."""
-    victim = new_key(acme)
+    victim = make_key(tenant=acme.tenant)
     with django_capture_on_commit_callbacks(execute=True):
         first = acme.client.delete(f"/v1/keys/{victim.key.id}")
     revoked_at = ApiKey.objects.for_tenant(acme.tenant).get(pk=victim.key.pk).revoked_at
@@ -299,7 +298,7 @@ def test_unknown_key_is_404(acme: TenantCtx, key_id: str) -> None:
 def test_keys_endpoints_need_manage(acme: TenantCtx, scopes: list[str]) -> None:
     """Without the manage scope a key can neither list, read, create nor revoke keys; each is
     a 403 and nothing is created or revoked."""
-    client = key_for(acme, scopes)
+    client = api_client(make_key(tenant=acme.tenant, scopes=scopes))
     target = key_of(acme)
     keys_before = ApiKey.objects.for_tenant(acme.tenant).count()
     events_before = AuditEvent.objects.for_tenant(acme.tenant).count()
@@ -385,9 +384,8 @@ def test_invalid_key_requests_are_400_and_store_nothing(
 def test_key_quota(acme: TenantCtx) -> None:
     """Past the plan's max_api_keys a create is 403 quota_exceeded and stores nothing;
     revoked keys do not count."""
-    acme.tenant.plan = Plan.objects.create(slug="tiny", name="Tiny", max_api_keys=2)
-    acme.tenant.save(update_fields=["plan"])
-    second = new_key(acme)  # make_tenant's key is the first
+    make_plan(tenant=acme.tenant, max_api_keys=2)
+    second = make_key(tenant=acme.tenant)  # make_tenant's key is the first
 
     refused = post_json(acme.client, "/v1/keys", {"name": "third", "scopes": ["publish"]})
 
@@ -443,7 +441,7 @@ def everything(ctx: TenantCtx) -> tuple[list, int, str]:
 def warm(*tokens: str) -> None:
     """Use each key once, so its hot-cache entry and last-used mark exist before a snapshot."""
     for token in tokens:
-        assert bearer(token).get("/v1/tenant").status_code == 200
+        assert api_client(token).get("/v1/tenant").status_code == 200
 
 
 ORDERS_ONLY = {"scopes": ["manage"], "resources": ["queue:orders"]}
@@ -468,12 +466,12 @@ def test_a_limited_key_cannot_mint_beyond_itself(
     """A manage key limited to queue:orders asking for more scopes, no resource limit, or
     patterns outside queue:orders is 403 forbidden naming the field; no key row, no audit
     event and no hot-cache entry is written."""
-    limited = new_key(acme, **ORDERS_ONLY)
+    limited = make_key(tenant=acme.tenant, **ORDERS_ONLY)
     warm(limited.secret)
     before = everything(acme)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = post_json(bearer(limited.secret), "/v1/keys", {"name": "wider", **payload})
+        response = post_json(api_client(limited.secret), "/v1/keys", {"name": "wider", **payload})
 
     body = assert_problem(response, 403, "forbidden")
     assert [error["field"] for error in body["errors"]] == [field]
@@ -482,10 +480,12 @@ def test_a_limited_key_cannot_mint_beyond_itself(
 
 def test_a_limited_key_mints_within_itself(acme: TenantCtx) -> None:
     """The same key may create a key of its scopes (or fewer) on its own resources."""
-    limited = new_key(acme, scopes=["publish", "manage"], resources=["queue:orders-*"])
+    limited = make_key(
+        tenant=acme.tenant, scopes=["publish", "manage"], resources=["queue:orders-*"]
+    )
 
     response = post_json(
-        bearer(limited.secret),
+        api_client(limited.secret),
         "/v1/keys",
         {"name": "eu", "scopes": ["publish"], "resources": ["queue:orders-eu", "queue:orders-?"]},
     )
@@ -500,8 +500,8 @@ def test_a_limited_key_mints_within_itself(acme: TenantCtx) -> None:
 def test_a_tenant_wide_key_cannot_grant_a_scope_it_lacks(acme: TenantCtx) -> None:
     """A tenant-wide manage-only key may create manage keys (with any resources) but not
     publish keys: scopes are a subset, never more."""
-    manager = new_key(acme, scopes=["manage"])
-    client = bearer(manager.secret)
+    manager = make_key(tenant=acme.tenant, scopes=["manage"])
+    client = api_client(manager.secret)
     warm(manager.secret)
     before = everything(acme)
 
@@ -521,8 +521,10 @@ def test_a_tenant_wide_key_cannot_grant_a_scope_it_lacks(acme: TenantCtx) -> Non
 def test_an_expiring_key_cannot_mint_a_longer_lived_one(acme: TenantCtx) -> None:
     """A key that expires creates keys that expire no later: none without expiry, none after
     it; one that expires sooner is fine."""
-    temporary = new_key(acme, scopes=["manage"], expires_at=timezone.now() + timedelta(days=1))
-    client = bearer(temporary.secret)
+    temporary = make_key(
+        tenant=acme.tenant, scopes=["manage"], expires_at=timezone.now() + timedelta(days=1)
+    )
+    client = api_client(temporary.secret)
     later = (timezone.now() + timedelta(days=2)).isoformat()
     sooner = (timezone.now() + timedelta(hours=1)).isoformat()
     warm(temporary.secret)
@@ -544,9 +546,9 @@ def test_a_limited_key_cannot_see_or_revoke_a_wider_key(
     """The tenant-wide key is invisible to a key limited to queue:orders: GET and DELETE are
     404 with the very body of a key that does not exist; the target is not revoked, no event
     is written, the hot cache is untouched and the target key keeps working."""
-    limited = new_key(acme, **ORDERS_ONLY)
+    limited = make_key(tenant=acme.tenant, **ORDERS_ONLY)
     target = key_of(acme)
-    client = bearer(limited.secret)
+    client = api_client(limited.secret)
     warm(limited.secret, acme.key)
     before = everything(acme)
 
@@ -566,20 +568,26 @@ def test_a_limited_key_cannot_see_or_revoke_a_wider_key(
 def test_a_limited_key_lists_only_keys_within_it(acme: TenantCtx) -> None:
     """The listing of a limited key holds itself and keys within its authority, none wider
     (not the tenant-wide key, not one of another queue, not one with more scopes)."""
-    limited = new_key(acme, scopes=["publish", "manage"], resources=["queue:orders*"])
-    narrower = new_key(acme, name="narrower", scopes=["publish"], resources=["queue:orders-eu"])
-    new_key(acme, name="other queue", scopes=["publish"], resources=["queue:payments"])
-    new_key(acme, name="more scopes", scopes=["consume"], resources=["queue:orders"])
-    new_key(acme, name="tenant-wide publisher", scopes=["publish"])
+    limited = make_key(
+        tenant=acme.tenant, scopes=["publish", "manage"], resources=["queue:orders*"]
+    )
+    narrower = make_key(
+        tenant=acme.tenant, name="narrower", scopes=["publish"], resources=["queue:orders-eu"]
+    )
+    make_key(
+        tenant=acme.tenant, name="other queue", scopes=["publish"], resources=["queue:payments"]
+    )
+    make_key(tenant=acme.tenant, name="more scopes", scopes=["consume"], resources=["queue:orders"])
+    make_key(tenant=acme.tenant, name="tenant-wide publisher", scopes=["publish"])
 
-    listing = bearer(limited.secret).get("/v1/keys?limit=1")
+    listing = api_client(limited.secret).get("/v1/keys?limit=1")
     names = []
     page = listing.json()
     while True:
         names += [item["name"] for item in page["results"]]
         if page["next"] is None:
             break
-        page = bearer(limited.secret).get(f"/v1/keys?limit=1&cursor={page['next']}").json()
+        page = api_client(limited.secret).get(f"/v1/keys?limit=1&cursor={page['next']}").json()
 
     assert names == [narrower.key.name, limited.key.name]
     everyone = {item["name"] for item in acme.client.get("/v1/keys").json()["results"]}
@@ -590,8 +598,8 @@ def test_a_limited_key_revokes_keys_within_it_and_itself(
     acme: TenantCtx, django_capture_on_commit_callbacks
 ) -> None:
     """Within its authority a limited key revokes as usual: a key it made, then itself."""
-    limited = new_key(acme, **ORDERS_ONLY)
-    client = bearer(limited.secret)
+    limited = make_key(tenant=acme.tenant, **ORDERS_ONLY)
+    client = api_client(limited.secret)
     made = post_json(client, "/v1/keys", {"name": "child", **ORDERS_ONLY}).json()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -612,11 +620,9 @@ def test_a_limited_key_revokes_keys_within_it_and_itself(
 
 
 def session_of(ctx: TenantCtx, role: Role) -> Client:
-    user = User.objects.create_user(f"{role}@{ctx.tenant.slug}.test", "pw-123456789")
-    Membership.all_tenants.create(tenant=ctx.tenant, user=user, role=role)
-    client = Client()
-    client.force_login(user)
-    return client
+    return signed_in(
+        make_member(tenant=ctx.tenant, email=f"{role}@{ctx.tenant.slug}.test", role=role)
+    )
 
 
 def test_a_developer_session_is_bounded_like_its_role(

@@ -10,25 +10,14 @@ import pytest
 from django.test import Client
 
 from kernel.redis_client import get_redis
+from queues import selectors
 from queues.engine.messages import now_ms
+from queues.engine.targets import queue_keys
 from queues.models import Queue
-from tenants.models import AuditEvent, Plan
-from tests.conftest import TenantCtx, key_for
-from tests.helpers import assert_problem, post_json
-from tests.queues.helpers import (
-    ack,
-    bodies,
-    field_errors,
-    make_queue,
-    patch_json,
-    publish_to_queue,
-    pull,
-    queue_names,
-    queue_reader,
-    queue_row,
-    stream_key,
-    untimed,
-)
+from tenants.models import AuditEvent
+from tests.engine import ack, bodies, publish_to_queue, pull, queue_reader
+from tests.factories import TenantCtx, api_client, make_key, make_plan, make_queue
+from tests.helpers import assert_problem, field_errors, patch_json, post_json, untimed
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +30,18 @@ DEFAULTS = {
     "retry_backoff": {"min_seconds": 0, "max_seconds": 600},
 }
 EMPTY_STATS = {"available": 0, "in_flight": 0, "delayed": 0, "oldest_age_seconds": 0}
+
+
+def queue_row(ctx: TenantCtx, name: str) -> Queue:
+    return selectors.queue_get(tenant=ctx.tenant, name=name)
+
+
+def queue_names(ctx: TenantCtx) -> list[str]:
+    return sorted(Queue.objects.for_tenant(ctx.tenant).values_list("name", flat=True))
+
+
+def stream_key(ctx: TenantCtx, name: str) -> str:
+    return queue_keys(str(ctx.tenant.id), str(queue_row(ctx, name).id))["stream"]
 
 
 def snapshot(ctx: TenantCtx) -> list[tuple[Any, ...]]:
@@ -79,7 +80,7 @@ def test_create_with_defaults(acme: TenantCtx) -> None:
 
 def test_create_with_every_setting(acme: TenantCtx) -> None:
     """Every setting given is stored and echoed; the dead-letter queue is shown by name."""
-    make_queue(acme, "orders-dead")
+    make_queue(tenant=acme.tenant, name="orders-dead")
     body = {
         "name": "orders",
         "visibility_timeout": 120,
@@ -209,7 +210,7 @@ def test_create_rejects_a_body_that_is_not_an_object(acme: TenantCtx, payload: A
 
 def test_dead_letter_queue_needs_max_delivery_attempts(acme: TenantCtx) -> None:
     """dead_letter_queue without max_delivery_attempts (or the reverse) is a 400."""
-    make_queue(acme, "dead")
+    make_queue(tenant=acme.tenant, name="dead")
 
     without_attempts = post_json(
         acme.client, "/v1/queues", {"name": "orders", "dead_letter_queue": "dead"}
@@ -239,7 +240,7 @@ def test_dead_letter_queue_must_exist(acme: TenantCtx) -> None:
 
 def test_dead_letter_queue_of_another_tenant_is_unknown(acme: TenantCtx, globex: TenantCtx) -> None:
     """Naming another tenant's queue as dead-letter queue is the same 400 as a missing one."""
-    make_queue(globex, "dead")
+    make_queue(tenant=globex.tenant, name="dead")
 
     response = post_json(
         acme.client,
@@ -254,7 +255,7 @@ def test_dead_letter_queue_of_another_tenant_is_unknown(acme: TenantCtx, globex:
 
 def test_queue_cannot_be_its_own_dead_letter_queue(acme: TenantCtx) -> None:
     """Setting a queue as its own dead-letter queue is a 400, and nothing changes."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     before = snapshot(acme)
 
     response = patch_json(
@@ -270,7 +271,7 @@ def test_queue_cannot_be_its_own_dead_letter_queue(acme: TenantCtx) -> None:
 
 def test_duplicate_name_is_a_conflict(acme: TenantCtx) -> None:
     """Creating a second queue with a taken name is 409 conflict, and the first is unchanged."""
-    make_queue(acme, "orders", visibility_timeout=10)
+    make_queue(tenant=acme.tenant, name="orders", visibility_timeout=10)
     before = snapshot(acme)
 
     response = post_json(acme.client, "/v1/queues", {"name": "orders", "visibility_timeout": 99})
@@ -281,7 +282,7 @@ def test_duplicate_name_is_a_conflict(acme: TenantCtx) -> None:
 
 def test_same_name_in_another_tenant_is_fine(acme: TenantCtx, globex: TenantCtx) -> None:
     """Names are unique per tenant only."""
-    make_queue(globex, "orders")
+    make_queue(tenant=globex.tenant, name="orders")
 
     response = post_json(acme.client, "/v1/queues", {"name": "orders"})
 
@@ -293,9 +294,8 @@ def test_same_name_in_another_tenant_is_fine(acme: TenantCtx, globex: TenantCtx)
 def test_quota_exceeded(acme: TenantCtx) -> None:
     """A tenant whose plan allows one queue gets 403 quota_exceeded for a second, and it is
     not created."""
-    acme.tenant.plan = Plan.objects.create(slug="tiny", name="Tiny", max_queues=1)
-    acme.tenant.save(update_fields=["plan"])
-    make_queue(acme, "first")
+    make_plan(tenant=acme.tenant, max_queues=1)
+    make_queue(tenant=acme.tenant, name="first")
 
     response = post_json(acme.client, "/v1/queues", {"name": "second"})
 
@@ -310,8 +310,8 @@ def test_list_is_paginated_by_name(acme: TenantCtx, globex: TenantCtx) -> None:
     """GET /v1/queues lists the tenant's queues in name order, limit at a time, following
     next until it is null; another tenant's queues never appear."""
     for name in ["c", "a", "e", "b", "d"]:
-        make_queue(acme, name)
-    make_queue(globex, "aa")
+        make_queue(tenant=acme.tenant, name=name)
+    make_queue(tenant=globex.tenant, name="aa")
 
     first = acme.client.get("/v1/queues?limit=2").json()
     second = acme.client.get(f"/v1/queues?limit=2&cursor={first['next']}").json()
@@ -332,7 +332,7 @@ def test_list_rejects_bad_paging(acme: TenantCtx, query: str) -> None:
 
 def test_retrieve_shows_settings_and_empty_stats(acme: TenantCtx) -> None:
     """GET /v1/queues/{queue} is the queue's settings plus zeroed stats when it is empty."""
-    make_queue(acme, "orders", visibility_timeout=45)
+    make_queue(tenant=acme.tenant, name="orders", visibility_timeout=45)
 
     response = acme.client.get("/v1/queues/orders")
 
@@ -348,7 +348,7 @@ def test_retrieve_shows_settings_and_empty_stats(acme: TenantCtx) -> None:
 def test_stats_count_available_in_flight_and_delayed(acme: TenantCtx) -> None:
     """After 3 ready and 2 delayed messages are published and 2 are leased, the stats say
     1 available, 2 in flight, 2 delayed."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     publish_to_queue(
         acme,
         "orders",
@@ -371,7 +371,7 @@ def test_stats_count_available_in_flight_and_delayed(acme: TenantCtx) -> None:
 def test_stats_age_of_oldest_unacknowledged(acme: TenantCtx) -> None:
     """oldest_age_seconds is the age of the oldest message not yet acknowledged; acking
     everything brings the stats back to zero."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     publish_to_queue(acme, "orders", {"body": "a"}, {"body": "b"})
     reader = queue_reader(acme, "orders")
     ack(reader, pull(reader))
@@ -390,7 +390,12 @@ def test_unknown_queue_is_404(acme: TenantCtx) -> None:
 def test_patch_changes_only_what_is_given(acme: TenantCtx) -> None:
     """PATCH changes the given settings and keeps the others; a partial retry_backoff keeps
     the other bound."""
-    make_queue(acme, "orders", delay_seconds=3, retry_backoff={"min_seconds": 1, "max_seconds": 9})
+    make_queue(
+        tenant=acme.tenant,
+        name="orders",
+        delay_seconds=3,
+        retry_backoff={"min_seconds": 1, "max_seconds": 9},
+    )
 
     response = patch_json(
         acme.client,
@@ -415,8 +420,8 @@ def test_patch_changes_only_what_is_given(acme: TenantCtx) -> None:
 
 def test_patch_sets_and_clears_the_dead_letter_queue(acme: TenantCtx) -> None:
     """A dead-letter queue and attempts can be set together and cleared together."""
-    make_queue(acme, "dead")
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="dead")
+    make_queue(tenant=acme.tenant, name="orders")
 
     set_ = patch_json(
         acme.client,
@@ -440,8 +445,8 @@ def test_patch_sets_and_clears_the_dead_letter_queue(acme: TenantCtx) -> None:
 def test_patch_attempts_alone_keeps_the_dead_letter_queue(acme: TenantCtx) -> None:
     """Changing max_delivery_attempts alone keeps the dead-letter queue; clearing it alone
     while a dead-letter queue is set is a 400."""
-    make_queue(acme, "dead")
-    make_queue(acme, "orders", dead_letter_queue="dead", max_delivery_attempts=3)
+    make_queue(tenant=acme.tenant, name="dead")
+    make_queue(tenant=acme.tenant, name="orders", dead_letter_queue="dead", max_delivery_attempts=3)
 
     changed = patch_json(acme.client, "/v1/queues/orders", {"max_delivery_attempts": 7})
     cleared = patch_json(acme.client, "/v1/queues/orders", {"max_delivery_attempts": None})
@@ -466,7 +471,7 @@ def test_patch_attempts_alone_keeps_the_dead_letter_queue(acme: TenantCtx) -> No
 def test_patch_rejects_bad_changes(acme: TenantCtx, payload: dict[str, Any], field: str) -> None:
     """Renaming, unknown fields and out-of-range values are a 400 naming the field, and the
     queue is unchanged."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     before = snapshot(acme)
 
     response = patch_json(acme.client, "/v1/queues/orders", payload)
@@ -483,7 +488,7 @@ def test_delete_removes_the_queue_and_its_messages(
     acme: TenantCtx, django_capture_on_commit_callbacks: Any
 ) -> None:
     """DELETE answers 204 with no body; the row, its Redis stream and its messages are gone."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     publish_to_queue(acme, "orders", {"body": 1}, {"body": 2, "delay_seconds": 60})
     stream = stream_key(acme, "orders")
     assert get_redis().exists(stream) == 1
@@ -501,8 +506,8 @@ def test_delete_removes_the_queue_and_its_messages(
 
 def test_deleting_a_dead_letter_queue_in_use_is_a_conflict(acme: TenantCtx) -> None:
     """A queue that is another's dead-letter queue cannot be deleted: 409, and it stays."""
-    make_queue(acme, "dead")
-    make_queue(acme, "orders", dead_letter_queue="dead", max_delivery_attempts=3)
+    make_queue(tenant=acme.tenant, name="dead")
+    make_queue(tenant=acme.tenant, name="orders", dead_letter_queue="dead", max_delivery_attempts=3)
 
     response = acme.client.delete("/v1/queues/dead")
 
@@ -517,7 +522,7 @@ def test_deleting_a_dead_letter_queue_in_use_is_a_conflict(acme: TenantCtx) -> N
 def test_purge_deletes_every_message(acme: TenantCtx) -> None:
     """Purge answers with the exact number of stored and delayed messages removed, leased
     ones included, and leaves the queue empty but usable."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     publish_to_queue(
         acme, "orders", {"body": 1}, {"body": 2}, {"body": 3}, {"body": 4, "delay_seconds": 60}
     )
@@ -535,7 +540,7 @@ def test_purge_deletes_every_message(acme: TenantCtx) -> None:
 
 def test_purge_of_an_empty_queue(acme: TenantCtx) -> None:
     """Purging an empty queue removes nothing."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
 
     assert acme.client.post("/v1/queues/orders/purge").json() == {"purged": 0}
 
@@ -546,8 +551,8 @@ def test_purge_of_an_empty_queue(acme: TenantCtx) -> None:
 def dead_letter(acme: TenantCtx, count: int) -> None:
     """``count`` messages published to orders, delivered once and left to expire, so they
     move to the dead-letter queue dead (max_delivery_attempts 1)."""
-    make_queue(acme, "dead")
-    make_queue(acme, "orders", dead_letter_queue="dead", max_delivery_attempts=1)
+    make_queue(tenant=acme.tenant, name="dead")
+    make_queue(tenant=acme.tenant, name="orders", dead_letter_queue="dead", max_delivery_attempts=1)
     reader = queue_reader(acme, "orders")
     now = now_ms()
     publish_to_queue(
@@ -582,7 +587,7 @@ def test_redrive_moves_dead_letters_back_to_their_source(acme: TenantCtx) -> Non
 def test_redrive_to_another_queue_with_a_limit(acme: TenantCtx) -> None:
     """With "to" and max_messages, exactly that many oldest dead letters move to that queue."""
     dead_letter(acme, 3)
-    make_queue(acme, "retry")
+    make_queue(tenant=acme.tenant, name="retry")
 
     response = post_json(acme.client, "/v1/queues/dead/redrive", {"to": "retry", "max_messages": 2})
 
@@ -618,7 +623,7 @@ def test_redrive_into_another_tenants_queue_is_unknown(acme: TenantCtx, globex: 
     """A redrive target that only another tenant has is the same 400 as a missing one, and
     nothing moves anywhere."""
     dead_letter(acme, 2)
-    make_queue(globex, "retry")
+    make_queue(tenant=globex.tenant, name="retry")
 
     response = post_json(acme.client, "/v1/queues/dead/redrive", {"to": "retry"})
 
@@ -632,7 +637,7 @@ def test_redrive_skips_sources_the_key_does_not_cover(acme: TenantCtx) -> None:
     """A key limited to queue:dead can redrive it, but dead letters whose source it does
     not cover stay where they are and count as skipped."""
     dead_letter(acme, 2)
-    limited = key_for(acme, ["manage"], ["queue:dead"])
+    limited = api_client(make_key(tenant=acme.tenant, scopes=["manage"], resources=["queue:dead"]))
 
     response = post_json(limited, "/v1/queues/dead/redrive", {})
 
@@ -647,7 +652,7 @@ def test_redrive_skips_sources_the_key_does_not_cover(acme: TenantCtx) -> None:
 def test_peek_shows_messages_without_leasing(acme: TenantCtx) -> None:
     """GET /v1/queues/{queue}/messages shows the stored messages in order with their state;
     it leases nothing, so a pull afterwards gets them all as first deliveries."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     published = publish_to_queue(
         acme, "orders", {"body": {"n": 1}, "attributes": {"a": "b"}, "key": "k1"}, {"body": 2}
     )
@@ -675,7 +680,7 @@ def test_peek_shows_messages_without_leasing(acme: TenantCtx) -> None:
 
 def test_peek_pages_with_after_and_shows_leases(acme: TenantCtx) -> None:
     """limit and after page through the stored messages; a leased message shows in_flight."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     publish_to_queue(acme, "orders", *({"body": n} for n in range(5)))
     pull(queue_reader(acme, "orders"), 1)
 
@@ -697,7 +702,7 @@ def test_peek_pages_with_after_and_shows_leases(acme: TenantCtx) -> None:
 )
 def test_peek_rejects_bad_parameters(acme: TenantCtx, query: str, field: str) -> None:
     """limit outside 1..100 or an after that is not an offset is a 400 naming it."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
 
     body = assert_problem(
         acme.client.get(f"/v1/queues/orders/messages?{query}"), 400, "invalid_request"
@@ -707,11 +712,12 @@ def test_peek_rejects_bad_parameters(acme: TenantCtx, query: str, field: str) ->
 
 def test_peek_needs_the_consume_scope(acme: TenantCtx) -> None:
     """Peeking reads messages: a key without consume gets 403."""
-    make_queue(acme, "orders")
-    publisher = key_for(acme, ["publish", "manage"])
+    make_queue(tenant=acme.tenant, name="orders")
+    publisher = api_client(make_key(tenant=acme.tenant, scopes=["publish", "manage"]))
 
     assert_problem(publisher.get("/v1/queues/orders/messages"), 403, "forbidden")
-    assert key_for(acme, ["consume"]).get("/v1/queues/orders/messages").status_code == 200
+    consumer = api_client(make_key(tenant=acme.tenant, scopes=["consume"]))
+    assert consumer.get("/v1/queues/orders/messages").status_code == 200
 
 
 # --- scopes and resource patterns ------------------------------------------------------------
@@ -720,11 +726,11 @@ def test_peek_needs_the_consume_scope(acme: TenantCtx) -> None:
 def test_key_without_manage_cannot_change_queues(acme: TenantCtx) -> None:
     """A key with only publish and consume gets 403 forbidden on create, patch, delete,
     purge and redrive, and nothing is created, changed, deleted or purged; it may read."""
-    make_queue(acme, "orders")
-    make_queue(acme, "other")
+    make_queue(tenant=acme.tenant, name="orders")
+    make_queue(tenant=acme.tenant, name="other")
     publish_to_queue(acme, "orders", {"body": 1})
     before = snapshot(acme)
-    worker = key_for(acme, ["publish", "consume"])
+    worker = api_client(make_key(tenant=acme.tenant, scopes=["publish", "consume"]))
 
     assert_problem(post_json(worker, "/v1/queues", {"name": "new"}), 403, "forbidden")
     assert_problem(
@@ -742,10 +748,14 @@ def test_key_without_manage_cannot_change_queues(acme: TenantCtx) -> None:
 def test_resource_limited_key(acme: TenantCtx) -> None:
     """A key limited to queue:orders sees only orders in the list, gets 403 on queue other
     and on creating other (which is not created), and may still manage orders."""
-    make_queue(acme, "orders")
-    make_queue(acme, "other")
+    make_queue(tenant=acme.tenant, name="orders")
+    make_queue(tenant=acme.tenant, name="other")
     before = snapshot(acme)
-    limited = key_for(acme, ["publish", "consume", "manage"], ["queue:orders"])
+    limited = api_client(
+        make_key(
+            tenant=acme.tenant, scopes=["publish", "consume", "manage"], resources=["queue:orders"]
+        )
+    )
 
     listed = limited.get("/v1/queues").json()
 
@@ -766,11 +776,15 @@ def test_resource_limited_key(acme: TenantCtx) -> None:
 def test_resource_limited_key_cannot_point_at_uncovered_queues(acme: TenantCtx) -> None:
     """A key limited to queue:orders* cannot make an uncovered queue a dead-letter queue or
     redrive into one: 403, and nothing changes."""
-    make_queue(acme, "dead")
-    make_queue(acme, "orders-dead")
-    make_queue(acme, "orders", dead_letter_queue="orders-dead", max_delivery_attempts=1)
+    make_queue(tenant=acme.tenant, name="dead")
+    make_queue(tenant=acme.tenant, name="orders-dead")
+    make_queue(
+        tenant=acme.tenant, name="orders", dead_letter_queue="orders-dead", max_delivery_attempts=1
+    )
     before = snapshot(acme)
-    limited = key_for(acme, ["manage"], ["queue:orders*"])
+    limited = api_client(
+        make_key(tenant=acme.tenant, scopes=["manage"], resources=["queue:orders*"])
+    )
 
     assert_problem(
         patch_json(
@@ -799,8 +813,10 @@ def test_resource_limited_key_cannot_point_at_uncovered_queues(acme: TenantCtx) 
 def test_pattern_keys_list_what_they_cover(acme: TenantCtx) -> None:
     """Glob patterns select the listed queues, and paging works over what is visible."""
     for name in ["orders.eu", "orders.us", "billing", "orders.asia"]:
-        make_queue(acme, name)
-    limited = key_for(acme, ["consume"], ["queue:orders.*"])
+        make_queue(tenant=acme.tenant, name=name)
+    limited = api_client(
+        make_key(tenant=acme.tenant, scopes=["consume"], resources=["queue:orders.*"])
+    )
 
     first = limited.get("/v1/queues?limit=2").json()
     second = limited.get(f"/v1/queues?limit=2&cursor={first['next']}").json()
@@ -812,7 +828,7 @@ def test_pattern_keys_list_what_they_cover(acme: TenantCtx) -> None:
 
 def test_unauthenticated(acme: TenantCtx) -> None:
     """Without an API key every queue endpoint is 401."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
     anonymous = Client()
 
     assert_problem(anonymous.get("/v1/queues"), 401, "unauthenticated")
@@ -846,8 +862,10 @@ def test_another_tenants_queue_is_not_found(
 ) -> None:
     """Globex's key gets 404 not_found on each of acme's queue endpoints, even with acme's
     exact names, and acme's queues and messages are untouched."""
-    make_queue(acme, "orders-dead")
-    make_queue(acme, "orders", dead_letter_queue="orders-dead", max_delivery_attempts=1)
+    make_queue(tenant=acme.tenant, name="orders-dead")
+    make_queue(
+        tenant=acme.tenant, name="orders", dead_letter_queue="orders-dead", max_delivery_attempts=1
+    )
     publish_to_queue(acme, "orders", {"body": 1})
     before = snapshot(acme)
 
@@ -866,7 +884,7 @@ def test_another_tenants_queue_is_not_found(
 
 def test_another_tenants_queues_are_not_listed(acme: TenantCtx, globex: TenantCtx) -> None:
     """GET /v1/queues shows only the caller's queues."""
-    make_queue(acme, "orders")
+    make_queue(tenant=acme.tenant, name="orders")
 
     assert globex.client.get("/v1/queues").json() == {"results": [], "next": None}
 
@@ -874,8 +892,10 @@ def test_another_tenants_queues_are_not_listed(acme: TenantCtx, globex: TenantCt
 def test_not_found_beats_forbidden(acme: TenantCtx, globex: TenantCtx) -> None:
     """A resource-limited key asking for a queue its tenant does not have gets 404, not 403,
     so patterns reveal nothing about other tenants' names."""
-    make_queue(globex, "secret")
-    limited = key_for(acme, ["manage"], ["queue:orders"])
+    make_queue(tenant=globex.tenant, name="secret")
+    limited = api_client(
+        make_key(tenant=acme.tenant, scopes=["manage"], resources=["queue:orders"])
+    )
 
     assert_problem(limited.get("/v1/queues/secret"), 404, "not_found")
     assert_problem(limited.delete("/v1/queues/secret"), 404, "not_found")

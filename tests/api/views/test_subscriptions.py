@@ -12,26 +12,21 @@ import orjson
 import pytest
 
 from kernel.redis_client import get_redis
-from queues.engine import dataplane
 from queues.engine.messages import now_ms
 from queues.engine.targets import subscription_group
 from queues.models import ConsumerPosition, Subscription
-from tenants.models import AuditEvent, Plan
-from tests.conftest import TenantCtx, key_for
-from tests.helpers import assert_problem, post_json
-from tests.queues.helpers import (
-    ack,
-    bodies,
-    field_errors,
+from tenants.models import AuditEvent
+from tests.engine import ack, bodies, publish_to_topic, pull, settle, subscription_reader
+from tests.factories import (
+    TenantCtx,
+    api_client,
+    make_key,
+    make_plan,
     make_queue,
     make_subscription,
     make_topic,
-    patch_json,
-    publish_to_topic,
-    pull,
-    subscription_reader,
-    untimed,
 )
+from tests.helpers import assert_problem, field_errors, patch_json, post_json, untimed
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +44,7 @@ EMPTY_STATS = {"available": 0, "in_flight": 0, "delayed": 0, "oldest_age_seconds
 @pytest.fixture
 def events(acme: TenantCtx) -> None:
     """Acme's topic events."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
 
 
 def names(ctx: TenantCtx) -> list[str]:
@@ -102,7 +97,7 @@ def test_create_with_defaults(acme: TenantCtx, events: None) -> None:
 
 def test_create_with_every_setting(acme: TenantCtx, events: None) -> None:
     """Every setting given is stored and echoed."""
-    make_queue(acme, "audit-dead")
+    make_queue(tenant=acme.tenant, name="audit-dead")
     body = {
         "name": "audit",
         "topic": "events",
@@ -123,7 +118,7 @@ def test_create_with_every_setting(acme: TenantCtx, events: None) -> None:
 def test_create_needs_an_existing_topic(acme: TenantCtx, globex: TenantCtx) -> None:
     """A topic that this tenant does not have (even if another tenant has it) is a 400
     naming the field; nothing is created anywhere."""
-    make_topic(globex, "events")
+    make_topic(tenant=globex.tenant, name="events")
 
     response = post_json(acme.client, "/v1/subscriptions", {"name": "audit", "topic": "events"})
 
@@ -165,7 +160,7 @@ def test_create_rejects_bad_fields(acme: TenantCtx, events: None, field: str, va
 
 def test_dead_letter_queue_needs_max_delivery_attempts(acme: TenantCtx, events: None) -> None:
     """dead_letter_queue without max_delivery_attempts is a 400."""
-    make_queue(acme, "dead")
+    make_queue(tenant=acme.tenant, name="dead")
 
     response = post_json(
         acme.client,
@@ -180,8 +175,8 @@ def test_dead_letter_queue_needs_max_delivery_attempts(acme: TenantCtx, events: 
 
 def test_duplicate_name_is_a_conflict(acme: TenantCtx, events: None) -> None:
     """A taken name is 409 and the existing subscription is unchanged."""
-    make_topic(acme, "other")
-    make_subscription(acme, "audit", "events")
+    make_topic(tenant=acme.tenant, name="other")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     before = snapshot(acme)
 
     response = post_json(acme.client, "/v1/subscriptions", {"name": "audit", "topic": "other"})
@@ -192,9 +187,8 @@ def test_duplicate_name_is_a_conflict(acme: TenantCtx, events: None) -> None:
 
 def test_quota_exceeded(acme: TenantCtx, events: None) -> None:
     """A plan that allows one subscription answers 403 quota_exceeded for a second."""
-    acme.tenant.plan = Plan.objects.create(slug="tiny", name="Tiny", max_subscriptions=1)
-    acme.tenant.save(update_fields=["plan"])
-    make_subscription(acme, "first", "events")
+    make_plan(tenant=acme.tenant, max_subscriptions=1)
+    make_subscription(tenant=acme.tenant, name="first", topic="events")
 
     response = post_json(acme.client, "/v1/subscriptions", {"name": "second", "topic": "events"})
 
@@ -256,7 +250,9 @@ def test_filter_receives_only_matching_messages(acme: TenantCtx, events: None) -
 def test_patched_filter_applies_to_later_deliveries(acme: TenantCtx, events: None) -> None:
     """PATCH filter changes which messages are delivered from then on; an empty attributes
     object removes the filter."""
-    make_subscription(acme, "audit", "events", filter={"attributes": {"type": "a"}})
+    make_subscription(
+        tenant=acme.tenant, name="audit", topic="events", filter={"attributes": {"type": "a"}}
+    )
 
     narrowed = patch_json(
         acme.client, "/v1/subscriptions/audit", {"filter": {"attributes": {"type": "b"}}}
@@ -284,9 +280,9 @@ def test_list_and_retrieve(acme: TenantCtx, globex: TenantCtx, events: None) -> 
     """The list is the tenant's subscriptions in name order, paginated; GET by name is one
     subscription with its stats."""
     for name in ["c", "a", "b"]:
-        make_subscription(acme, name, "events")
-    make_topic(globex, "events")
-    make_subscription(globex, "a0", "events")
+        make_subscription(tenant=acme.tenant, name=name, topic="events")
+    make_topic(tenant=globex.tenant, name="events")
+    make_subscription(tenant=globex.tenant, name="a0", topic="events")
 
     first = acme.client.get("/v1/subscriptions?limit=2").json()
     second = acme.client.get(f"/v1/subscriptions?limit=2&cursor={first['next']}").json()
@@ -308,8 +304,8 @@ def test_list_and_retrieve(acme: TenantCtx, globex: TenantCtx, events: None) -> 
 def test_stats(acme: TenantCtx, events: None) -> None:
     """After 3 messages are published and 1 is leased, the subscription shows 2 available
     and 1 in flight; another subscription of the topic is independent of it."""
-    make_subscription(acme, "audit", "events")
-    make_subscription(acme, "billing", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
+    make_subscription(tenant=acme.tenant, name="billing", topic="events")
     publish_to_topic(acme, "events", {"body": 1}, {"body": 2}, {"body": 3})
     assert bodies(pull(subscription_reader(acme, "audit"), 1)) == [1]
 
@@ -331,8 +327,10 @@ def test_unknown_subscription_is_404(acme: TenantCtx) -> None:
 
 def test_patch_changes_only_what_is_given(acme: TenantCtx, events: None) -> None:
     """PATCH changes the given settings and keeps the others."""
-    make_queue(acme, "dead")
-    make_subscription(acme, "audit", "events", filter={"attributes": {"a": "b"}})
+    make_queue(tenant=acme.tenant, name="dead")
+    make_subscription(
+        tenant=acme.tenant, name="audit", topic="events", filter={"attributes": {"a": "b"}}
+    )
 
     response = patch_json(
         acme.client,
@@ -375,8 +373,8 @@ def test_patch_rejects_bad_changes(
 ) -> None:
     """Name, topic and start_at cannot change, and settings keep their ranges: 400 naming the
     field, subscription unchanged."""
-    make_topic(acme, "other")
-    make_subscription(acme, "audit", "events")
+    make_topic(tenant=acme.tenant, name="other")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     before = snapshot(acme)
 
     body = assert_problem(
@@ -389,8 +387,8 @@ def test_patch_rejects_bad_changes(
 def test_delete(acme: TenantCtx, events: None, django_capture_on_commit_callbacks: Any) -> None:
     """DELETE answers 204; the subscription and its consumer group are gone, the topic's log
     and other subscriptions are not."""
-    make_subscription(acme, "audit", "events")
-    make_subscription(acme, "billing", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
+    make_subscription(tenant=acme.tenant, name="billing", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     reader = subscription_reader(acme, "audit")
     audit_group = reader.group
@@ -412,8 +410,14 @@ def test_a_dead_letter_queue_in_use_by_a_subscription_cannot_be_deleted(
     acme: TenantCtx, events: None
 ) -> None:
     """Deleting a queue that a subscription uses for dead letters is a 409 naming it."""
-    make_queue(acme, "dead")
-    make_subscription(acme, "audit", "events", dead_letter_queue="dead", max_delivery_attempts=2)
+    make_queue(tenant=acme.tenant, name="dead")
+    make_subscription(
+        tenant=acme.tenant,
+        name="audit",
+        topic="events",
+        dead_letter_queue="dead",
+        max_delivery_attempts=2,
+    )
 
     body = assert_problem(acme.client.delete("/v1/queues/dead"), 409, "conflict")
     assert "audit" in body["detail"]
@@ -425,7 +429,7 @@ def test_a_dead_letter_queue_in_use_by_a_subscription_cannot_be_deleted(
 def test_seek_earliest_replays_acknowledged_messages(acme: TenantCtx, events: None) -> None:
     """After every message was delivered and acked, seeking to earliest delivers the whole
     retained log again, as first deliveries; the position is snapshotted."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1}, {"body": 2})
     assert deliver_all(acme, "audit") == [1, 2]
     assert pull(subscription_reader(acme, "audit")) == []
@@ -443,7 +447,7 @@ def test_seek_earliest_replays_acknowledged_messages(acme: TenantCtx, events: No
 
 def test_seek_latest_skips_the_backlog(acme: TenantCtx, events: None) -> None:
     """Seeking to latest skips every message not yet delivered; later ones still arrive."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1}, {"body": 2})
 
     response = post_json(acme.client, "/v1/subscriptions/audit/seek", {"to": "latest"})
@@ -456,17 +460,14 @@ def test_seek_latest_skips_the_backlog(acme: TenantCtx, events: None) -> None:
 def test_seek_drops_leases_in_flight(acme: TenantCtx, events: None) -> None:
     """A seek drops leases in flight: the old ack id settles nothing, and the message is
     available again."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     reader = subscription_reader(acme, "audit")
     [leased] = pull(reader)
 
     post_json(acme.client, "/v1/subscriptions/audit/seek", {"to": "earliest"})
 
-    settled = dataplane.settle(
-        get_redis(), reader, "ack", [leased["ack_id"]], ms=0, now_ms=now_ms()
-    )
-    assert settled == (0, [])
+    assert settle(reader, "ack", [leased["ack_id"]]) == (0, [])
     stats = acme.client.get("/v1/subscriptions/audit").json()["stats"]
     assert (stats["available"], stats["in_flight"]) == (1, 0)
     assert bodies(pull(reader)) == [1]
@@ -475,7 +476,7 @@ def test_seek_drops_leases_in_flight(acme: TenantCtx, events: None) -> None:
 def test_seek_to_a_time(acme: TenantCtx, events: None) -> None:
     """Seeking to a time delivers again exactly the retained messages published at or after
     it, and answers with that time in UTC."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     early = publish_to_topic(acme, "events", {"body": "early-1"}, {"body": "early-2"})
     last_early_ms = int(early[-1]["offset"].split("-")[0])
     while now_ms() <= last_early_ms:
@@ -496,7 +497,7 @@ def test_seek_to_a_time(acme: TenantCtx, events: None) -> None:
 
 def test_seek_to_a_time_with_an_offset(acme: TenantCtx, events: None) -> None:
     """A time with a UTC offset is the same instant; the answer shows it in UTC."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
 
     response = post_json(
         acme.client, "/v1/subscriptions/audit/seek", {"to": "2030-01-01T02:00:00+02:00"}
@@ -520,7 +521,7 @@ def test_seek_to_a_time_with_an_offset(acme: TenantCtx, events: None) -> None:
 def test_seek_rejects_bad_targets(acme: TenantCtx, events: None, payload: dict[str, Any]) -> None:
     """A missing target, anything but earliest/latest/an RFC 3339 time with offset, or an
     unknown field is a 400, and the subscription does not move."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     assert deliver_all(acme, "audit") == [1]
 
@@ -533,18 +534,22 @@ def test_seek_rejects_bad_targets(acme: TenantCtx, events: None, payload: dict[s
 def test_seek_needs_the_consume_scope(acme: TenantCtx, events: None) -> None:
     """Seeking is consuming: a manage-only key gets 403 and the subscription does not move;
     a consume-only key may seek."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     assert deliver_all(acme, "audit") == [1]
 
     denied = post_json(
-        key_for(acme, ["manage"]), "/v1/subscriptions/audit/seek", {"to": "earliest"}
+        api_client(make_key(tenant=acme.tenant, scopes=["manage"])),
+        "/v1/subscriptions/audit/seek",
+        {"to": "earliest"},
     )
 
     assert_problem(denied, 403, "forbidden")
     assert deliver_all(acme, "audit") == []
     allowed = post_json(
-        key_for(acme, ["consume"]), "/v1/subscriptions/audit/seek", {"to": "earliest"}
+        api_client(make_key(tenant=acme.tenant, scopes=["consume"])),
+        "/v1/subscriptions/audit/seek",
+        {"to": "earliest"},
     )
     assert allowed.status_code == 200
     assert deliver_all(acme, "audit") == [1]
@@ -556,9 +561,9 @@ def test_seek_needs_the_consume_scope(acme: TenantCtx, events: None) -> None:
 def test_key_without_manage_cannot_change_subscriptions(acme: TenantCtx, events: None) -> None:
     """A publish/consume key gets 403 on create, patch and delete, and nothing changes; it
     may read the metadata."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     before = snapshot(acme)
-    worker = key_for(acme, ["publish", "consume"])
+    worker = api_client(make_key(tenant=acme.tenant, scopes=["publish", "consume"]))
 
     assert_problem(
         post_json(worker, "/v1/subscriptions", {"name": "new", "topic": "events"}),
@@ -576,12 +581,16 @@ def test_key_without_manage_cannot_change_subscriptions(acme: TenantCtx, events:
 def test_key_covering_the_subscription_or_its_topic(acme: TenantCtx, events: None) -> None:
     """A subscription is reached by a key covering subscription:<name> or topic:<its topic>;
     a key covering neither gets 403, and the list shows what each key reaches."""
-    make_topic(acme, "billing")
-    make_subscription(acme, "audit", "events")
-    make_subscription(acme, "invoices", "billing")
-    by_name = key_for(acme, ["consume"], ["subscription:audit"])
-    by_topic = key_for(acme, ["consume"], ["topic:billing"])
-    neither = key_for(acme, ["consume"], ["queue:*"])
+    make_topic(tenant=acme.tenant, name="billing")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
+    make_subscription(tenant=acme.tenant, name="invoices", topic="billing")
+    by_name = api_client(
+        make_key(tenant=acme.tenant, scopes=["consume"], resources=["subscription:audit"])
+    )
+    by_topic = api_client(
+        make_key(tenant=acme.tenant, scopes=["consume"], resources=["topic:billing"])
+    )
+    neither = api_client(make_key(tenant=acme.tenant, scopes=["consume"], resources=["queue:*"]))
 
     assert by_name.get("/v1/subscriptions/audit").status_code == 200
     assert_problem(by_name.get("/v1/subscriptions/invoices"), 403, "forbidden")
@@ -599,10 +608,14 @@ def test_key_covering_the_subscription_or_its_topic(acme: TenantCtx, events: Non
 def test_creating_needs_the_topic_covered(acme: TenantCtx, events: None) -> None:
     """A subscription reads its whole topic, so creating one needs a key covering the topic
     (and any dead-letter queue): 403 otherwise, and nothing is created."""
-    make_topic(acme, "secret")
-    make_queue(acme, "dead")
-    by_name = key_for(acme, ["manage"], ["subscription:audit"])
-    by_topic = key_for(acme, ["manage"], ["topic:events"])
+    make_topic(tenant=acme.tenant, name="secret")
+    make_queue(tenant=acme.tenant, name="dead")
+    by_name = api_client(
+        make_key(tenant=acme.tenant, scopes=["manage"], resources=["subscription:audit"])
+    )
+    by_topic = api_client(
+        make_key(tenant=acme.tenant, scopes=["manage"], resources=["topic:events"])
+    )
 
     assert_problem(
         post_json(by_name, "/v1/subscriptions", {"name": "audit", "topic": "secret"}),
@@ -661,7 +674,7 @@ def test_another_tenants_subscription_is_not_found(
 ) -> None:
     """Globex's key gets 404 not_found on each of acme's subscription endpoints; acme's
     subscription, its consumer group and its position are untouched."""
-    make_subscription(acme, "audit", "events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     assert deliver_all(acme, "audit") == [1]
     before = snapshot(acme)

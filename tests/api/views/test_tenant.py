@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from tenants.models import AuditEvent, UsageRecord
-from tests.conftest import TenantCtx, key_for
+from tests.factories import TenantCtx, api_client, make_key
 from tests.helpers import assert_problem, post_json
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +69,7 @@ def test_tenant_shows_plan_quotas_and_this_months_usage(acme: TenantCtx, globex:
 @pytest.mark.parametrize("scopes", [["publish"], ["consume"]])
 def test_any_key_may_read_its_tenant(acme: TenantCtx, scopes: list[str]) -> None:
     """Reading the tenant needs no particular scope."""
-    response = key_for(acme, scopes).get("/v1/tenant")
+    response = api_client(make_key(tenant=acme.tenant, scopes=scopes)).get("/v1/tenant")
 
     assert response.status_code == 200
     assert response.json()["slug"] == "acme"
@@ -132,7 +132,8 @@ def test_audit_events_newest_first_with_cursor_pagination(
 
 
 def test_audit_events_need_manage(acme: TenantCtx) -> None:
-    assert_problem(key_for(acme, ["publish", "consume"]).get("/v1/audit-events"), 403, "forbidden")
+    client = api_client(make_key(tenant=acme.tenant, scopes=["publish", "consume"]))
+    assert_problem(client.get("/v1/audit-events"), 403, "forbidden")
 
 
 # --- /v1/usage --------------------------------------------------------------------------------
@@ -236,7 +237,8 @@ def test_usage_rejects_bad_parameters(acme: TenantCtx, query: str, fields: list 
 
 
 def test_usage_needs_manage(acme: TenantCtx) -> None:
-    assert_problem(key_for(acme, ["publish"]).get("/v1/usage"), 403, "forbidden")
+    client = api_client(make_key(tenant=acme.tenant, scopes=["publish"]))
+    assert_problem(client.get("/v1/usage"), 403, "forbidden")
 
 
 # --- tenant-wide data and resource-limited keys -----------------------------------------------
@@ -247,7 +249,7 @@ def test_a_resource_limited_key_is_refused_tenant_wide_data(acme: TenantCtx, pat
     """Usage and the audit trail cover every resource and key of the tenant: a manage key
     limited to queue:orders gets 403 forbidden saying why, and the body holds no data."""
     usage(acme, datetime.now(UTC).replace(minute=0, second=0, microsecond=0), published=7)
-    client = key_for(acme, ["manage"], ["queue:orders"])
+    client = api_client(make_key(tenant=acme.tenant, scopes=["manage"], resources=["queue:orders"]))
 
     body = assert_problem(client.get(path), 403, "forbidden")
 
@@ -261,7 +263,10 @@ def test_a_resource_limited_key_is_refused_tenant_wide_data(acme: TenantCtx, pat
 
 def test_a_resource_limited_key_still_reads_its_tenant(acme: TenantCtx) -> None:
     """GET /v1/tenant (the plan and quotas every key works under) stays open to it."""
-    response = key_for(acme, ["publish"], ["queue:orders"]).get("/v1/tenant")
+    client = api_client(
+        make_key(tenant=acme.tenant, scopes=["publish"], resources=["queue:orders"])
+    )
+    response = client.get("/v1/tenant")
 
     assert response.status_code == 200
     assert response.json()["slug"] == "acme"

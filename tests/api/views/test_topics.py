@@ -12,17 +12,17 @@ from kernel.redis_client import get_redis
 from queues.engine.dataplane import partition_for
 from queues.engine.targets import subscription_group, topic_partition_keys
 from queues.models import Subscription, Topic
-from tenants.models import AuditEvent, Plan
-from tests.conftest import TenantCtx, key_for
-from tests.helpers import assert_problem, post_json
-from tests.queues.helpers import (
-    field_errors,
+from tenants.models import AuditEvent
+from tests.engine import publish_to_topic
+from tests.factories import (
+    TenantCtx,
+    api_client,
+    make_key,
+    make_plan,
     make_subscription,
     make_topic,
-    patch_json,
-    publish_to_topic,
-    untimed,
 )
+from tests.helpers import assert_problem, field_errors, patch_json, post_json, untimed
 
 pytestmark = pytest.mark.django_db
 
@@ -100,7 +100,7 @@ def test_create_rejects_bad_fields(acme: TenantCtx, field: str, value: Any) -> N
 
 def test_duplicate_name_is_a_conflict(acme: TenantCtx) -> None:
     """A taken name is 409 conflict and the existing topic is unchanged."""
-    make_topic(acme, "events", partitions=2)
+    make_topic(tenant=acme.tenant, name="events", partitions=2)
     before = snapshot(acme)
 
     response = post_json(acme.client, "/v1/topics", {"name": "events", "partitions": 8})
@@ -111,9 +111,8 @@ def test_duplicate_name_is_a_conflict(acme: TenantCtx) -> None:
 
 def test_quota_exceeded(acme: TenantCtx) -> None:
     """A plan that allows one topic answers 403 quota_exceeded for a second."""
-    acme.tenant.plan = Plan.objects.create(slug="tiny", name="Tiny", max_topics=1)
-    acme.tenant.save(update_fields=["plan"])
-    make_topic(acme, "first")
+    make_plan(tenant=acme.tenant, max_topics=1)
+    make_topic(tenant=acme.tenant, name="first")
 
     assert_problem(post_json(acme.client, "/v1/topics", {"name": "second"}), 403, "quota_exceeded")
     assert topic_names(acme) == ["first"]
@@ -122,8 +121,8 @@ def test_quota_exceeded(acme: TenantCtx) -> None:
 def test_list_and_retrieve(acme: TenantCtx, globex: TenantCtx) -> None:
     """The list is the tenant's topics in name order, paginated; GET by name is one topic."""
     for name in ["b", "c", "a"]:
-        make_topic(acme, name, partitions=3)
-    make_topic(globex, "a0")
+        make_topic(tenant=acme.tenant, name=name, partitions=3)
+    make_topic(tenant=globex.tenant, name="a0")
 
     first = acme.client.get("/v1/topics?limit=2").json()
     second = acme.client.get(f"/v1/topics?limit=2&cursor={first['next']}").json()
@@ -142,7 +141,7 @@ def test_list_and_retrieve(acme: TenantCtx, globex: TenantCtx) -> None:
 
 def test_patch_changes_the_retention(acme: TenantCtx) -> None:
     """PATCH retention_seconds changes it and nothing else."""
-    make_topic(acme, "events", partitions=4)
+    make_topic(tenant=acme.tenant, name="events", partitions=4)
 
     response = patch_json(acme.client, "/v1/topics/events", {"retention_seconds": 3600})
 
@@ -168,7 +167,7 @@ def test_patch_changes_the_retention(acme: TenantCtx) -> None:
 def test_patch_rejects_other_changes(acme: TenantCtx, payload: dict[str, Any], field: str) -> None:
     """Partitions and name cannot change, and the retention keeps its range: 400 naming the
     field, topic unchanged."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
     before = snapshot(acme)
 
     body = assert_problem(
@@ -183,11 +182,11 @@ def test_delete_removes_the_topic_its_subscriptions_and_messages(
 ) -> None:
     """DELETE answers 204; the topic, its subscriptions, its log and their consumer groups
     are gone."""
-    make_topic(acme, "events", partitions=2)
-    make_topic(acme, "other")
-    make_subscription(acme, "audit", "events")
-    make_subscription(acme, "billing", "events")
-    make_subscription(acme, "kept", "other")
+    make_topic(tenant=acme.tenant, name="events", partitions=2)
+    make_topic(tenant=acme.tenant, name="other")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
+    make_subscription(tenant=acme.tenant, name="billing", topic="events")
+    make_subscription(tenant=acme.tenant, name="kept", topic="other")
     publish_to_topic(acme, "events", {"body": 1, "key": "a"}, {"body": 2, "key": "b"})
     streams_ = log_keys(acme, "events")
 
@@ -212,7 +211,7 @@ def test_delete_removes_the_topic_its_subscriptions_and_messages(
 def test_log_read_in_order_with_after_and_next(acme: TenantCtx) -> None:
     """GET /v1/topics/{topic}/messages reads the retained log in publish order, limit at a
     time; next is the offset to pass as after, and null once a page reaches the end."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
     published = publish_to_topic(acme, "events", *({"body": n} for n in range(5)))
 
     first = acme.client.get("/v1/topics/events/messages?limit=2").json()
@@ -234,7 +233,7 @@ def test_log_read_in_order_with_after_and_next(acme: TenantCtx) -> None:
 def test_log_read_shows_every_field(acme: TenantCtx) -> None:
     """A log entry carries id, body (or body_base64), attributes, key, publish_time,
     partition and offset."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
     [sent] = publish_to_topic(
         acme, "events", {"body": {"a": [1, 2]}, "attributes": {"type": "x"}, "key": "k"}
     )
@@ -265,7 +264,7 @@ def test_log_read_shows_every_field(acme: TenantCtx) -> None:
 
 def test_log_read_per_partition(acme: TenantCtx) -> None:
     """Each partition has its own log; a keyed message is in the partition of its key."""
-    make_topic(acme, "events", partitions=4)
+    make_topic(tenant=acme.tenant, name="events", partitions=4)
     keys = ["k0", "k1", "k2", "k3", "k4", "k5"]
     publish_to_topic(acme, "events", *({"body": k, "key": k} for k in keys))
 
@@ -293,7 +292,7 @@ def test_log_read_per_partition(acme: TenantCtx) -> None:
 def test_log_read_rejects_bad_parameters(acme: TenantCtx, query: str, field: str) -> None:
     """A partition out of range, a limit outside 1..1000 or a malformed offset is a 400
     naming the parameter."""
-    make_topic(acme, "events", partitions=2)
+    make_topic(tenant=acme.tenant, name="events", partitions=2)
 
     body = assert_problem(
         acme.client.get(f"/v1/topics/events/messages?{query}"), 400, "invalid_request"
@@ -303,8 +302,8 @@ def test_log_read_rejects_bad_parameters(acme: TenantCtx, query: str, field: str
 
 def test_log_read_does_not_disturb_subscriptions(acme: TenantCtx) -> None:
     """Reading the log moves no subscription: the consumer group's position is unchanged."""
-    make_topic(acme, "events")
-    make_subscription(acme, "audit", "events")
+    make_topic(tenant=acme.tenant, name="events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     [stream] = log_keys(acme, "events")
     sub = Subscription.objects.for_tenant(acme.tenant).get(name="audit")
@@ -318,12 +317,12 @@ def test_log_read_does_not_disturb_subscriptions(acme: TenantCtx) -> None:
 
 def test_log_read_needs_the_consume_scope(acme: TenantCtx) -> None:
     """Reading the log is consuming: a key without consume gets 403."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
 
-    assert_problem(
-        key_for(acme, ["publish", "manage"]).get("/v1/topics/events/messages"), 403, "forbidden"
-    )
-    assert key_for(acme, ["consume"]).get("/v1/topics/events/messages").status_code == 200
+    publisher = api_client(make_key(tenant=acme.tenant, scopes=["publish", "manage"]))
+    assert_problem(publisher.get("/v1/topics/events/messages"), 403, "forbidden")
+    consumer = api_client(make_key(tenant=acme.tenant, scopes=["consume"]))
+    assert consumer.get("/v1/topics/events/messages").status_code == 200
 
 
 # --- scopes, patterns, isolation -----------------------------------------------------------
@@ -332,9 +331,9 @@ def test_log_read_needs_the_consume_scope(acme: TenantCtx) -> None:
 def test_key_without_manage_cannot_change_topics(acme: TenantCtx) -> None:
     """A publish/consume key gets 403 on create, patch and delete, and nothing changes; it
     may read the metadata."""
-    make_topic(acme, "events")
+    make_topic(tenant=acme.tenant, name="events")
     before = snapshot(acme)
-    worker = key_for(acme, ["publish", "consume"])
+    worker = api_client(make_key(tenant=acme.tenant, scopes=["publish", "consume"]))
 
     assert_problem(post_json(worker, "/v1/topics", {"name": "new"}), 403, "forbidden")
     assert_problem(
@@ -348,10 +347,12 @@ def test_key_without_manage_cannot_change_topics(acme: TenantCtx) -> None:
 def test_resource_limited_key(acme: TenantCtx) -> None:
     """A key limited to topic:events.* lists and reaches only those topics: 403 on others,
     on their log and on creating one outside its patterns."""
-    make_topic(acme, "events.eu")
-    make_topic(acme, "billing")
+    make_topic(tenant=acme.tenant, name="events.eu")
+    make_topic(tenant=acme.tenant, name="billing")
     before = snapshot(acme)
-    limited = key_for(acme, ["consume", "manage"], ["topic:events.*"])
+    limited = api_client(
+        make_key(tenant=acme.tenant, scopes=["consume", "manage"], resources=["topic:events.*"])
+    )
 
     assert [t["name"] for t in limited.get("/v1/topics").json()["results"]] == ["events.eu"]
     assert_problem(limited.get("/v1/topics/billing"), 403, "forbidden")
@@ -381,8 +382,8 @@ def test_another_tenants_topic_is_not_found(
 ) -> None:
     """Globex's key gets 404 not_found on each of acme's topic endpoints, and acme's topic,
     subscriptions and log are untouched."""
-    make_topic(acme, "events")
-    make_subscription(acme, "audit", "events")
+    make_topic(tenant=acme.tenant, name="events")
+    make_subscription(tenant=acme.tenant, name="audit", topic="events")
     publish_to_topic(acme, "events", {"body": 1})
     before = snapshot(acme)
 

@@ -1,4 +1,4 @@
-"""The message engine's semantics against a real Redis, with an explicit clock.
+"""The message engine's publish, pull and settle against a real Redis, with an explicit clock.
 
 Every engine call takes ``now_ms``, so lease expiry, backoff and delays are tested by moving
 the clock forward instead of sleeping.
@@ -6,6 +6,7 @@ the clock forward instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -17,47 +18,41 @@ from kernel.redis_client import get_redis
 from queues import selectors, services
 from queues.engine import dataplane, streams
 from queues.engine.messages import now_ms, validate_batch
-from queues.engine.targets import (
-    queue_consumer,
-    queue_destination,
-    subscription_consumer,
-    topic_destination,
-)
-from tests.conftest import TenantCtx
-from tests.queues.helpers import bodies, publish_to_queue, queue_reader
+from queues.engine.targets import subscription_consumer, topic_destination
+from tests import engine
+from tests.engine import queue_reader, queue_writer, redis_keys_of, run
+from tests.factories import TenantCtx, make_queue, make_subscription, make_topic
 
 T0 = 1_800_000_000_000  # a fixed clock, in ms
 
 
 def publish(dest: Any, *messages: dict[str, Any], now: int = T0) -> list[dict[str, Any]]:
-    batch = validate_batch({"messages": list(messages)}, max_message_bytes=262144, now_ms=now)
-    return dataplane.publish(get_redis(), dest, batch, now)
+    return engine.publish(dest, *messages, now=now)
 
 
 def body(message: dict[str, Any]) -> Any:
     return orjson.loads(orjson.dumps(message["body"]))
 
 
-def make_queue(ctx: TenantCtx, name: str = "orders", **options: Any) -> tuple[Any, Any]:
-    queue = services.queue_create(tenant=ctx.tenant, actor="test", name=name, **options)
-    doc = selectors.queue_document(queue)
-    tid = str(ctx.tenant.id)
-    return queue_destination(tid, doc), queue_consumer(tid, doc)
+def queue_ends(ctx: TenantCtx, name: str = "orders", **options: Any) -> tuple[Any, Any]:
+    """A new queue's destination and consumer."""
+    make_queue(tenant=ctx.tenant, name=name, **options)
+    return queue_writer(ctx, name), queue_reader(ctx, name)
 
 
 @pytest.fixture
 def orders(acme: TenantCtx) -> tuple[Any, Any]:
-    return make_queue(acme, visibility_timeout=30)
+    return queue_ends(acme, visibility_timeout=30)
 
 
 def pull(consumer: Any, count: int = 10, now: int = T0, **kw: Any) -> list[dict[str, Any]]:
-    return dataplane.pull(get_redis(), consumer, count=count, now_ms=now, **kw).messages
+    return engine.pull(consumer, count, now=now, **kw)
 
 
 def settle(
     consumer: Any, mode: str, ack_ids: list[str], now: int = T0, ms: int = 0
 ) -> tuple[int, list[str]]:
-    return dataplane.settle(get_redis(), consumer, mode, ack_ids, ms=ms, now_ms=now)
+    return engine.settle(consumer, mode, ack_ids, ms=ms, now=now)
 
 
 class TestLeases:
@@ -136,7 +131,7 @@ class TestLeases:
 class TestBackoffAndDeadLetters:
     def test_backoff_is_exponential_between_min_and_max(self, acme: TenantCtx) -> None:
         """With retry_backoff 2..5 s, attempt n waits min(5, 2·2^(n-1)) s after a nack."""
-        dest, consumer = make_queue(acme, retry_backoff={"min_seconds": 2, "max_seconds": 5})
+        dest, consumer = queue_ends(acme, retry_backoff={"min_seconds": 2, "max_seconds": 5})
         publish(dest, {"body": "x"})
         now = T0
         (m,) = pull(consumer, now=now)
@@ -153,8 +148,10 @@ class TestBackoffAndDeadLetters:
 
     def test_backoff_applies_on_lease_expiry(self, acme: TenantCtx) -> None:
         """An expired lease waits out the backoff before the message is delivered again."""
-        dest, consumer = make_queue(
-            acme, visibility_timeout=10, retry_backoff={"min_seconds": 3, "max_seconds": 60}
+        dest, consumer = queue_ends(
+            acme,
+            visibility_timeout=10,
+            retry_backoff={"min_seconds": 3, "max_seconds": 60},
         )
         publish(dest, {"body": "x"})
         pull(consumer, now=T0)
@@ -165,11 +162,14 @@ class TestBackoffAndDeadLetters:
     def test_dead_letter_after_exactly_max_deliveries(self, acme: TenantCtx) -> None:
         """With max_delivery_attempts 3, the message is delivered exactly 3 times, never a
         4th, and then sits in the dead-letter queue with the op-* attributes."""
-        services.queue_create(tenant=acme.tenant, actor="test", name="dead")
-        dest, consumer = make_queue(
-            acme, visibility_timeout=1, max_delivery_attempts=3, dead_letter_queue="dead"
+        make_queue(tenant=acme.tenant, name="dead")
+        dest, consumer = queue_ends(
+            acme,
+            visibility_timeout=1,
+            max_delivery_attempts=3,
+            dead_letter_queue="dead",
         )
-        _, dead = make_queue_consumer(acme, "dead")
+        dead = queue_reader(acme, "dead")
         (published,) = publish(dest, {"body": {"n": 1}, "attributes": {"a": "b"}})
         attempts = []
         now = T0
@@ -192,9 +192,9 @@ class TestBackoffAndDeadLetters:
 
     def test_nack_at_max_attempts_dead_letters_at_once(self, acme: TenantCtx) -> None:
         """A nack of the last allowed delivery moves the message to the dead-letter queue."""
-        services.queue_create(tenant=acme.tenant, actor="test", name="dead")
-        dest, consumer = make_queue(acme, max_delivery_attempts=1, dead_letter_queue="dead")
-        _, dead = make_queue_consumer(acme, "dead")
+        make_queue(tenant=acme.tenant, name="dead")
+        dest, consumer = queue_ends(acme, max_delivery_attempts=1, dead_letter_queue="dead")
+        dead = queue_reader(acme, "dead")
         publish(dest, {"body": "x"})
         (m,) = pull(consumer)
         assert settle(consumer, "nack", [m["ack_id"]]) == (1, [])
@@ -204,28 +204,25 @@ class TestBackoffAndDeadLetters:
     def test_housekeeping_dead_letters_without_a_pull(self, acme: TenantCtx) -> None:
         """Celery's housekeeping moves expired last deliveries to the dead-letter queue even
         when nobody pulls from the source."""
-        services.queue_create(tenant=acme.tenant, actor="test", name="dead")
-        dest, consumer = make_queue(
-            acme, visibility_timeout=0, max_delivery_attempts=1, dead_letter_queue="dead"
+        make_queue(tenant=acme.tenant, name="dead")
+        dest, consumer = queue_ends(
+            acme,
+            visibility_timeout=0,
+            max_delivery_attempts=1,
+            dead_letter_queue="dead",
         )
         publish(dest, {"body": "x"}, now=now_ms())
         assert len(pull(consumer, now=now_ms())) == 1
         services.housekeeping_all()
         assert get_redis().xlen(consumer.streams[0]) == 0
-        _, dead = make_queue_consumer(acme, "dead")
+        dead = queue_reader(acme, "dead")
         assert get_redis().xlen(dead.streams[0]) == 1
-
-
-def make_queue_consumer(ctx: TenantCtx, name: str) -> tuple[Any, Any]:
-    doc = selectors.queue_document(selectors.queue_get(tenant=ctx.tenant, name=name))
-    tid = str(ctx.tenant.id)
-    return queue_destination(tid, doc), queue_consumer(tid, doc)
 
 
 class TestDelayAndDedup:
     def test_delayed_message_not_deliverable_before_due(self, acme: TenantCtx) -> None:
         """delay_seconds holds a message back exactly that long; its offset is null until due."""
-        dest, consumer = make_queue(acme)
+        dest, consumer = queue_ends(acme)
         (result,) = publish(dest, {"body": "later", "delay_seconds": 5})
         assert result["offset"] is None
         assert pull(consumer, now=T0 + 4_999) == []
@@ -234,14 +231,14 @@ class TestDelayAndDedup:
 
     def test_queue_default_delay(self, acme: TenantCtx) -> None:
         """A queue's delay_seconds applies when the message does not say otherwise."""
-        dest, consumer = make_queue(acme, delay_seconds=10)
+        dest, consumer = queue_ends(acme, delay_seconds=10)
         publish(dest, {"body": "a"}, {"body": "b", "delay_seconds": 0})
         assert [body(m) for m in pull(consumer, now=T0)] == ["b"]
         assert [body(m) for m in pull(consumer, now=T0 + 10_000)] == ["a"]
 
     def test_dedup_within_window_returns_first_id_and_stores_nothing(self, acme: TenantCtx) -> None:
         """A repeated dedup_id within 5 minutes is not stored again and returns the first id."""
-        dest, consumer = make_queue(acme)
+        dest, consumer = queue_ends(acme)
         first, second = publish(dest, {"body": 1, "dedup_id": "d"}, {"body": 2, "dedup_id": "d"})
         (third,) = publish(dest, {"body": 3, "dedup_id": "d"})
         assert first["duplicate"] is False
@@ -256,14 +253,10 @@ class TestTopics:
     def test_fan_out_filters_and_independence(self, acme: TenantCtx) -> None:
         """Every subscription gets every message published after it was created that matches
         its filter; acking on one does not affect the other."""
-        topic = services.topic_create(tenant=acme.tenant, actor="test", name="events", partitions=3)
-        services.subscription_create(tenant=acme.tenant, actor="test", name="all", topic="events")
-        services.subscription_create(
-            tenant=acme.tenant,
-            actor="test",
-            name="red",
-            topic="events",
-            filter={"attributes": {"color": "red"}},
+        topic = make_topic(tenant=acme.tenant, name="events", partitions=3)
+        make_subscription(tenant=acme.tenant, name="all", topic="events")
+        make_subscription(
+            tenant=acme.tenant, name="red", topic="events", filter={"attributes": {"color": "red"}}
         )
         tid = str(acme.tenant.id)
         dest = topic_destination(tid, selectors.topic_document(topic))
@@ -286,7 +279,7 @@ class TestTopics:
 
     def test_same_key_same_partition_in_order(self, acme: TenantCtx) -> None:
         """Messages with one key land on one partition and are read there in publish order."""
-        topic = services.topic_create(tenant=acme.tenant, actor="test", name="events", partitions=8)
+        topic = make_topic(tenant=acme.tenant, name="events", partitions=8)
         dest = topic_destination(str(acme.tenant.id), selectors.topic_document(topic))
         results = publish(dest, *({"body": i, "key": "customer-42"} for i in range(20)))
         partitions = {r["partition"] for r in results}
@@ -301,14 +294,12 @@ class TestTopics:
     def test_subscription_created_later_starts_at_latest(self, acme: TenantCtx) -> None:
         """A subscription receives only messages published after it was created, unless it
         starts at earliest."""
-        topic = services.topic_create(tenant=acme.tenant, actor="test", name="events")
+        topic = make_topic(tenant=acme.tenant, name="events")
         tid = str(acme.tenant.id)
         dest = topic_destination(tid, selectors.topic_document(topic))
         publish(dest, {"body": "old"})
-        services.subscription_create(tenant=acme.tenant, actor="test", name="late", topic="events")
-        services.subscription_create(
-            tenant=acme.tenant, actor="test", name="replay", topic="events", start_at="earliest"
-        )
+        make_subscription(tenant=acme.tenant, name="late", topic="events")
+        make_subscription(tenant=acme.tenant, name="replay", topic="events", start_at="earliest")
         publish(dest, {"body": "new"})
         late = subscription_consumer(tid, selectors.resource_doc(tid, "subscription", "late"))
         replay = subscription_consumer(tid, selectors.resource_doc(tid, "subscription", "replay"))
@@ -320,18 +311,19 @@ class TestConcurrency:
     def test_concurrent_consumers_never_share_a_leased_message(self, acme: TenantCtx) -> None:
         """Eight threads pulling from one queue at once receive each message exactly once
         while the leases hold."""
-        dest, consumer = make_queue(acme, visibility_timeout=300)
+        dest, consumer = queue_ends(acme, visibility_timeout=300)
         for start in range(0, 1000, 100):
             publish(dest, *({"body": i} for i in range(start, start + 100)), now=now_ms())
         seen: list[list[int]] = [[] for _ in range(8)]
         errors: list[BaseException] = []
 
+        async def drain(slot: int) -> None:
+            while got := (await dataplane.apull(consumer, count=7, now_ms=now_ms())).messages:
+                seen[slot] += [body(m) for m in got]
+
         def worker(slot: int) -> None:
             try:
-                while got := dataplane.pull(
-                    get_redis(), consumer, count=7, now_ms=now_ms()
-                ).messages:
-                    seen[slot] += [body(m) for m in got]
+                asyncio.run(drain(slot))  # a loop, and so a Redis connection, per thread
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 
@@ -346,113 +338,57 @@ class TestConcurrency:
         assert sorted(everything) == list(range(1000))
 
 
-class TestPurgeRedriveStats:
-    def test_stats_count_exactly(self, acme: TenantCtx) -> None:
-        """available, in_flight and delayed count exactly what a pull would see."""
-        dest, consumer = make_queue(acme)
-        publish(
-            dest,
-            {"body": 1},
-            {"body": 2},
-            {"body": 3},
-            {"body": 4, "delay_seconds": 60},
-            now=now_ms(),
-        )
-        pull(consumer, 1, now=now_ms())
-        stats = streams.consumer_stats(get_redis(), consumer, now_ms())
-        assert stats["available"] == 2
-        assert stats["in_flight"] == 1
-        assert stats["delayed"] == 1
-
-    def test_stats_count_due_delays_as_available(self, acme: TenantCtx) -> None:
-        """A delayed message whose time has come is available in the stats before anything
-        moved it into the stream (a pull would deliver it), and the pull agrees."""
-        dest, consumer = make_queue(acme)
-        start = now_ms()
-        publish(dest, {"body": 1, "delay_seconds": 5}, {"body": 2, "delay_seconds": 60}, now=start)
-        later = start + 6_000
-
-        stats = streams.consumer_stats(get_redis(), consumer, later)
-
-        assert (stats["available"], stats["in_flight"], stats["delayed"]) == (1, 0, 1)
-        assert bodies(pull(consumer, 10, now=later)) == [1]
-
-    def test_current_stats_agree_with_the_next_pull(self, acme: TenantCtx) -> None:
-        """After a lease expires, current_stats does the due work first, as a pull would: with
-        a backoff to wait out the message counts as delayed (and a pull returns nothing), and
-        at max_delivery_attempts it is a dead letter, not available at the source."""
-        services.queue_create(tenant=acme.tenant, actor="test", name="parked")
-        services.queue_create(
-            tenant=acme.tenant,
-            actor="test",
-            name="slow",
-            visibility_timeout=1,
-            retry_backoff={"min_seconds": 5, "max_seconds": 5},
-        )
-        services.queue_create(
-            tenant=acme.tenant,
-            actor="test",
-            name="last",
-            visibility_timeout=1,
-            max_delivery_attempts=1,
-            dead_letter_queue="parked",
-        )
-        start = now_ms()
-        readers = {}
-        for name in ("slow", "last"):
-            publish_to_queue(acme, name, {"body": name}, now=start)
-            readers[name] = queue_reader(acme, name)
-            assert len(pull(readers[name], 10, now=start)) == 1
-        expired = start + 2_000
-        slow, last, parked = streams.current_stats(
-            get_redis(), [readers["slow"], readers["last"], queue_reader(acme, "parked")], expired
-        )
-
-        assert (slow["available"], slow["in_flight"], slow["delayed"]) == (0, 0, 1)
-        assert pull(readers["slow"], 10, now=expired) == []
-        assert (last["available"], last["in_flight"], last["delayed"]) == (0, 0, 0)
-        assert (parked["available"], parked["in_flight"], parked["delayed"]) == (1, 0, 0)
-
-    def test_purge_removes_everything_and_offsets_stay_monotonic(self, acme: TenantCtx) -> None:
-        """Purge removes stored and delayed messages; later offsets are larger than earlier."""
-        dest, consumer = make_queue(acme)
-        results = publish(
-            dest, {"body": 1}, {"body": 2}, {"body": 3, "delay_seconds": 9}, now=now_ms()
-        )
-        pull(consumer, 1, now=now_ms())
-        assert streams.purge(get_redis(), consumer) == 3
-        assert pull(consumer, now=now_ms() + 100_000) == []
-        (after,) = publish(dest, {"body": 4}, now=now_ms())
-        assert tuple(map(int, after["offset"].split("-"))) > tuple(
-            map(int, results[1]["offset"].split("-"))
-        )
-        assert [body(m) for m in pull(consumer, now=now_ms())] == [4]
-
-
 class TestLimits:
     def test_rate_limit_rejects_whole_batch(self, acme: TenantCtx) -> None:
         """Past the plan's messages per second, a batch is refused whole (nothing stored)
         and the next second accepts again."""
-        dest, consumer = make_queue(acme)
+        dest, consumer = queue_ends(acme)
         limits = dataplane.Limits(per_second=5)
         batch = validate_batch(
             {"messages": [{"body": i} for i in range(3)]}, max_message_bytes=1024, now_ms=T0
         )
-        dataplane.publish(get_redis(), dest, batch, T0, limits)
+        run(dataplane.apublish(dest, batch, T0, limits))
         with pytest.raises(RateLimited):
-            dataplane.publish(get_redis(), dest, batch, T0 + 10, limits)
+            run(dataplane.apublish(dest, batch, T0 + 10, limits))
         assert get_redis().xlen(consumer.streams[0]) == 3
-        dataplane.publish(get_redis(), dest, batch, T0 + 1000, limits)
+        run(dataplane.apublish(dest, batch, T0 + 1000, limits))
         assert get_redis().xlen(consumer.streams[0]) == 6
 
     def test_monthly_quota(self, acme: TenantCtx) -> None:
         """Past the plan's monthly messages, publishing is refused and stores nothing."""
-        dest, consumer = make_queue(acme)
+        dest, consumer = queue_ends(acme)
         limits = dataplane.Limits(per_month=4)
         batch = validate_batch(
             {"messages": [{"body": i} for i in range(3)]}, max_message_bytes=1024, now_ms=T0
         )
-        dataplane.publish(get_redis(), dest, batch, T0, limits)
+        run(dataplane.apublish(dest, batch, T0, limits))
         with pytest.raises(QuotaExceeded):
-            dataplane.publish(get_redis(), dest, batch, T0 + 5000, limits)
+            run(dataplane.apublish(dest, batch, T0 + 5000, limits))
         assert get_redis().xlen(consumer.streams[0]) == 3
+
+
+class TestDeletedQueue:
+    def test_engine_calls_on_a_deleted_queue_are_gone_and_write_nothing(
+        self, acme: TenantCtx
+    ) -> None:
+        """Publish (now and delayed), pull and nack with a deleted queue's document raise
+        Gone and leave no key of that queue behind; so does a purge."""
+        queue = make_queue(tenant=acme.tenant, name="jobs")
+        dest, consumer = queue_writer(acme, "jobs"), queue_reader(acme, "jobs")
+        now = now_ms()
+        publish(dest, {"body": 1}, now=now)
+        (message,) = pull(consumer, now=now)
+        services.queue_delete(tenant=acme.tenant, actor="test", queue=queue)
+        assert redis_keys_of(str(queue.id)) == []
+
+        for delay in (0, 30):
+            with pytest.raises(dataplane.Gone):
+                publish(dest, {"body": 2, "delay_seconds": delay, "dedup_id": f"d{delay}"}, now=now)
+        with pytest.raises(dataplane.Gone):
+            pull(consumer, now=now + 60_000)
+        with pytest.raises(dataplane.Gone):
+            settle(consumer, "nack", [message["ack_id"]], now=now)
+        with pytest.raises(dataplane.Gone):
+            streams.purge(get_redis(), consumer)
+
+        assert redis_keys_of(str(queue.id)) == []

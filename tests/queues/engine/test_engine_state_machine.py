@@ -72,7 +72,8 @@ from queues.engine.targets import (
     topic_destination,
 )
 from queues.models import Topic
-from tests.conftest import TenantCtx
+from tests.engine import run
+from tests.factories import TenantCtx, make_queue, make_subscription, make_topic
 
 T0 = 1_800_000_000_000  # the model clock's start, in ms
 MAX_BYTES = 262144
@@ -506,7 +507,7 @@ class EngineMachine(RuleBasedStateMachine):
         )
         all_duplicates = all(o.dedup_id is not None and o.dedup_id in self.m.dedup for o in batch)
         before = self._raw_state() if all_duplicates else None
-        results = dataplane.publish(self.redis, self.dest, batch, self.m.now)
+        results = run(dataplane.apublish(self.dest, batch, self.m.now))
         assert results == self.m.publish(batch, results)
         if any(r["duplicate"] for r in results):
             event("publish: a duplicate dedup id")
@@ -540,9 +541,7 @@ class EngineMachine(RuleBasedStateMachine):
         self._settle(data.draw(st.lists(st.sampled_from(current), min_size=1, max_size=3)), *how)
 
     def _settle(self, ids: list[str], mode: str, ms: int) -> None:
-        settled, stale = dataplane.settle(
-            self.redis, self.consumer, mode, ids, ms=ms, now_ms=self.m.now
-        )
+        settled, stale = run(dataplane.asettle(self.consumer, mode, ids, ms=ms, now_ms=self.m.now))
         want_settled, want_stale = self.m.settle(mode, [_parse(i) for i in ids], ms)
         assert (settled, stale) == (want_settled, [ids[i] for i in want_stale])
         event(f"settle: {mode} settled {min(settled, 2)}+, stale {min(len(stale), 1)}+")
@@ -574,9 +573,7 @@ class EngineMachine(RuleBasedStateMachine):
         mode, ms = how
         ids = data.draw(st.lists(st.sampled_from(self._inert_ids()), min_size=1, max_size=3))
         before = self._raw_state()
-        settled, stale = dataplane.settle(
-            self.redis, self.consumer, mode, ids, ms=ms, now_ms=self.m.now
-        )
+        settled, stale = run(dataplane.asettle(self.consumer, mode, ids, ms=ms, now_ms=self.m.now))
         want_settled, want_stale = self.m.settle(mode, [_parse(i) for i in ids], ms)
         assert want_settled == 0
         assert (settled, stale) == (0, [ids[i] for i in want_stale])
@@ -598,8 +595,10 @@ class EngineMachine(RuleBasedStateMachine):
 
     def _pull(self, count: int, visibility_ms: int | None) -> list[str]:
         dead_before = set(self.m.dead_order)
-        pulled = dataplane.pull(
-            self.redis, self.consumer, count=count, now_ms=self.m.now, visibility_ms=visibility_ms
+        pulled = run(
+            dataplane.apull(
+                self.consumer, count=count, now_ms=self.m.now, visibility_ms=visibility_ms
+            )
         )
         got = [(d["partition"], d["id"], d["delivery_attempt"]) for d in pulled.messages]
         vis = self.consumer.visibility_ms if visibility_ms is None else visibility_ms
@@ -814,11 +813,10 @@ class QueueMachine(EngineMachine):
         dead_name, dead = None, None
         if max_attempts is not None:
             dead_name = f"{name}-dead"
-            dead = services.queue_create(tenant=self.ctx.tenant, actor="test", name=dead_name)
+            dead = make_queue(tenant=self.ctx.tenant, name=dead_name)
             self.dlq = queue_consumer(self.tid, selectors.queue_document(dead))
-        queue = services.queue_create(
+        queue = make_queue(
             tenant=self.ctx.tenant,
-            actor="test",
             name=name,
             visibility_timeout=visibility,
             delay_seconds=delay,
@@ -899,13 +897,12 @@ class SubscriptionMachine(EngineMachine):
         dead_name, dead = None, None
         if max_attempts is not None:
             dead_name = f"{name}-dead"
-            dead = services.queue_create(tenant=self.ctx.tenant, actor="test", name=dead_name)
+            dead = make_queue(tenant=self.ctx.tenant, name=dead_name)
             self.dlq = queue_consumer(self.tid, selectors.queue_document(dead))
-        topic = services.topic_create(tenant=self.ctx.tenant, actor="test", name=name, partitions=2)
+        topic = make_topic(tenant=self.ctx.tenant, name=name, partitions=2)
         the_filter = {"color": "red"} if filtered else {}
-        sub = services.subscription_create(
+        sub = make_subscription(
             tenant=self.ctx.tenant,
-            actor="test",
             name=name,
             topic=name,
             visibility_timeout=visibility,

@@ -12,7 +12,7 @@ from tenants import services
 from tenants.authority import OPERATOR
 from tenants.models import ALL_SCOPES, ApiKey, AuditEvent, Membership, Tenant, User
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx, make_key
 
 pytestmark = pytest.mark.django_db
 
@@ -92,12 +92,8 @@ def test_demo_setup_does_not_reuse_an_unusable_key(
     tenant, a key without every scope, and a string that is not a key."""
     run("--password", PASSWORD)
     demo = Tenant.objects.get(slug="demo")
-    narrow = services.key_create(
-        authority=OPERATOR, tenant=demo, name="narrow", scopes=["publish"], actor="test"
-    )
-    revoked = services.key_create(
-        authority=OPERATOR, tenant=demo, name="revoked", scopes=ALL_SCOPES, actor="test"
-    )
+    narrow = make_key(tenant=demo, name="narrow", scopes=["publish"])
+    revoked = make_key(tenant=demo, name="revoked", scopes=ALL_SCOPES)
     with django_capture_on_commit_callbacks(execute=True):
         services.key_revoke(
             authority=OPERATOR, tenant=demo, key_id=str(revoked.key.id), actor="test"

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from tenants.models import ApiKey, AuditEvent
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
+from tests.factories import TenantCtx
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ from django.core.management import CommandError, call_command
 from kernel.errors import Unauthenticated
 from tenants.models import AuditEvent
 from tenants.principals import authenticate
-from tests.conftest import TenantCtx
-from tests.helpers import key_of, new_key
+from tests.factories import TenantCtx, make_key
+from tests.helpers import key_of
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def test_key_revoke_by_id_prefix_or_whole_token(
 ) -> None:
     """The key can be named by its id, its prefix or the whole token; it is revoked, audited
     as the CLI and refused from then on."""
-    created = new_key(acme, name="ci")
+    created = make_key(tenant=acme.tenant, name="ci")
     authenticate(f"Bearer {created.secret}")  # cached before the revocation
     name = {"id": str(created.key.id), "prefix": created.key.prefix, "token": created.secret}
 
@@ -70,7 +70,7 @@ def test_key_revoke_another_tenants_key_fails_and_changes_nothing(
 
 
 def test_key_revoke_twice_keeps_the_first_time(acme: TenantCtx) -> None:
-    created = new_key(acme)
+    created = make_key(tenant=acme.tenant)
     first = run("acme", created.key.prefix)
 
     second = run("acme", created.key.prefix)
