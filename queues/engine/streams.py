@@ -410,16 +410,6 @@ def seek_positions_for_time(client: redis.Redis, c: Consumer, time_ms: int) -> l
 # --- retention, housekeeping ------------------------------------------------------------------
 
 
-def move_due_delays(
-    client: redis.Redis, streams_: list[str], delays: list[str], now_ms: int
-) -> int:
-    """Make due delayed messages of a topic's partitions visible in its log."""
-    keys: list[str] = []
-    for stream, delay in zip(streams_, delays, strict=True):
-        keys += (stream, delay)
-    return int(scripts.DUE.run(client, keys, [now_ms]))
-
-
 def trim(
     client: redis.Redis, streams: Iterable[str], *, retention_seconds: int, now_ms: int
 ) -> int:
