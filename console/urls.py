@@ -16,4 +16,5 @@ urlpatterns = [
     path("subscriptions/new/", views.SubscriptionCreateView.as_view(), name="subscription-create"),
     path("keys/new/", views.KeyCreateView.as_view(), name="key-create"),
     path("keys/<str:key_id>/revoke/", views.KeyRevokeView.as_view(), name="key-revoke"),
+    # each area of the console adds its routes below, one block per module
 ]
