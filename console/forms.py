@@ -3,15 +3,21 @@ their errors come back onto the form with :func:`add_platform_error`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.utils import timezone
 
+from console.resource_forms import FILTER_HELP, AttributesField, DeliveryForm
 from kernel import limits
 from kernel.errors import PlatformError
 from queues.models import StartAt
 from tenants.models import Scope
+
+#: The longest lifetime "expires in N days" offers (ten years).
+MAX_KEY_LIFETIME_DAYS = 3650
 
 NAME_HELP = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."
 
@@ -118,7 +124,10 @@ class TopicForm(forms.Form):
     )
 
 
-class SubscriptionForm(forms.Form):
+class SubscriptionForm(DeliveryForm):
+    """A new subscription: its topic, where it starts, its filter and its delivery settings
+    (``queue_names``: the dead-letter queues to offer)."""
+
     name = _name_field("billing-events")
     topic = forms.ChoiceField()
     start_at = forms.ChoiceField(
@@ -127,19 +136,21 @@ class SubscriptionForm(forms.Form):
         initial=StartAt.LATEST,
         help_text="Latest: only messages published from now on. Earliest: the retained log too.",
     )
-    visibility_timeout = forms.IntegerField(
-        label="Visibility timeout (seconds)",
-        min_value=0,
-        max_value=limits.MAX_VISIBILITY_TIMEOUT,
-        initial=limits.DEFAULT_VISIBILITY_TIMEOUT,
-    )
+    filter_attributes = AttributesField(label="Filter attributes", help_text=FILTER_HELP)
 
-    def __init__(self, *args: Any, topic_names: list[str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    field_order = ["name", "topic", "start_at", "filter_attributes"]
+
+    def __init__(
+        self, *args: Any, topic_names: list[str], queue_names: list[str], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, queue_names=queue_names, **kwargs)
         cast(forms.ChoiceField, self.fields["topic"]).choices = [(n, n) for n in topic_names]
 
 
 class KeyForm(forms.Form):
+    """A key's name, scopes, resource patterns and optional expiry. ``cleaned_data`` gains
+    ``expires_at`` (an aware UTC datetime or None) from whichever expiry field was filled."""
+
     name = forms.CharField(
         max_length=100, widget=forms.TextInput(attrs={"placeholder": "ci-publisher"})
     )
@@ -147,14 +158,32 @@ class KeyForm(forms.Form):
         choices=Scope.choices,
         widget=forms.CheckboxSelectMultiple,
         initial=[Scope.PUBLISH, Scope.CONSUME],
-        help_text="publish: send messages. consume: pull and acknowledge. "
-        "manage: create and change queues, topics and subscriptions.",
+        help_text="What the key may do. publish: send messages to queues and topics. "
+        "consume: pull, acknowledge and nack messages of queues and subscriptions. "
+        "manage: create, change and delete queues, topics and subscriptions, and read their "
+        "stats. Only the scopes your role may grant are offered.",
     )
     resources = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "queue:orders\ntopic:events.*"}),
-        help_text="One pattern per line (or comma-separated), like queue:orders or topic:events.*"
-        ". Leave empty to allow every resource.",
+        help_text="Which resources the key reaches: one pattern per line (or comma-separated), "
+        "each <kind>:<name> with kind queue, topic or subscription. The name may use * (any "
+        "run of characters) and ? (one character): queue:orders is that queue only, "
+        "topic:events.* every topic whose name starts with events., subscription:* every "
+        "subscription. Leave empty to allow every resource.",
+    )
+    expires_on = forms.DateField(
+        label="Expires on (UTC)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The key stops working at 00:00 UTC on this day.",
+    )
+    expires_in_days = forms.IntegerField(
+        label="Or expires in (days)",
+        required=False,
+        min_value=1,
+        max_value=MAX_KEY_LIFETIME_DAYS,
+        help_text="Counted from now. Leave both empty for a key that never expires.",
     )
 
     def __init__(
@@ -171,3 +200,60 @@ class KeyForm(forms.Form):
     def clean_resources(self) -> list[str]:
         raw = self.cleaned_data["resources"]
         return [part.strip() for part in raw.replace(",", "\n").splitlines() if part.strip()]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        on, days = data.get("expires_on"), data.get("expires_in_days")
+        if on is not None and days is not None:
+            raise forms.ValidationError("Give an expiry date or a number of days, not both.")
+        expires_at = None
+        if on is not None:
+            expires_at = datetime.combine(on, time.min, tzinfo=UTC)
+        elif days is not None:
+            expires_at = timezone.now() + timedelta(days=days)
+        data["expires_at"] = expires_at
+        return data
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters (a GET form: every field optional). ``actor`` and ``action``
+    may end with ``*`` to match a prefix; ``since`` / ``until`` are UTC."""
+
+    actor = forms.CharField(
+        required=False,
+        max_length=200,
+        widget=forms.TextInput(attrs={"list": "audit-actors", "placeholder": "user:*"}),
+    )
+    action = forms.CharField(
+        required=False,
+        max_length=64,
+        widget=forms.TextInput(attrs={"list": "audit-actions", "placeholder": "key.*"}),
+    )
+    target_type = forms.CharField(
+        label="Target type",
+        required=False,
+        max_length=32,
+        widget=forms.TextInput(attrs={"list": "audit-targets", "placeholder": "queue"}),
+    )
+    since = forms.DateTimeField(
+        label="From (UTC)",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    until = forms.DateTimeField(
+        label="Until (UTC)",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+    def _utc(self, name: str) -> datetime | None:
+        value: datetime | None = self.cleaned_data.get(name)
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
+
+    def clean_since(self) -> datetime | None:
+        return self._utc("since")
+
+    def clean_until(self) -> datetime | None:
+        return self._utc("until")

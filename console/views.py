@@ -35,6 +35,7 @@ from console.forms import (
     TopicForm,
     add_platform_error,
 )
+from console.resource_forms import delivery_settings
 from kernel.errors import NotFound, PlatformError
 from queues import selectors as queue_selectors
 from queues import services as queue_services
@@ -46,6 +47,8 @@ from tenants.models import ApiKey, Membership, Tenant
 from tenants.selectors import SESSION_TENANT, session_membership, user_memberships
 
 RECENT_EVENTS = 10
+#: The session entry holding a new key's secret until its page is first shown.
+NEW_KEY_SECRET = "new_key_secret"  # noqa: S105  # a session key name, not a secret
 STORE_DOWN = "The message store is unreachable; try again in a moment."
 
 
@@ -58,17 +61,34 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        user = form.get_user()
+        if tenant_selectors.has_two_factor(user):
+            # The password was right; the session is not signed in until the code is too.
+            self.request.session[SESSION_SECOND_STEP] = {
+                "user": str(user.pk),
+                "backend": getattr(user, "backend", ""),
+                "next": self.get_success_url(),
+                "at": int(timezone.now().timestamp()),
+            }
+            return redirect("console:login-code")
         response = super().form_valid(form)
-        first = user_memberships(form.get_user()).first()
-        if first is not None:
-            self.request.session[SESSION_TENANT] = str(first.tenant_id)
+        after_sign_in(self.request, user)
         return response
 
 
+@method_decorator(never_cache, name="dispatch")
 class LogoutView(auth_views.LogoutView):
-    """POST only (Django's rule): a link or an image cannot sign anyone out."""
+    """Only a POST signs out (Django's rule): a link or an image cannot sign anyone out. A GET
+    (a typed or bookmarked /logout/) answers a page whose one button sends that POST; when
+    nobody is signed in it goes to the sign-in page."""
 
     next_page = reverse_lazy("console:login")  # type: ignore[assignment]  # Django resolves it lazily
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect("console:login")
+        return render(request, "console/logout.html")
 
 
 # --- the tenant gate ---------------------------------------------------------------------------
@@ -341,24 +361,32 @@ class SubscriptionCreateView(ServiceFormView):
     section = "subscriptions"
 
     def get_form_kwargs(self) -> dict[str, Any]:
-        names = queue_selectors.topic_list(tenant=self.tenant).order_by("name")
-        return {**super().get_form_kwargs(), "topic_names": [t.name for t in names]}
+        topics = queue_selectors.topic_list(tenant=self.tenant).order_by("name")
+        queues = queue_selectors.queue_list(tenant=self.tenant).order_by("name")
+        return {
+            **super().get_form_kwargs(),
+            "topic_names": [t.name for t in topics],
+            "queue_names": [q.name for q in queues],
+        }
 
     def perform(self, data: dict[str, Any]) -> HttpResponse:
+        attributes = data["filter_attributes"]
         sub = queue_services.subscription_create(
             tenant=self.tenant,
             actor=self.actor,
             name=data["name"],
             topic=data["topic"],
             start_at=data["start_at"],
-            visibility_timeout=data["visibility_timeout"],
+            filter={"attributes": attributes} if attributes else None,
+            **delivery_settings(data),
         )
         return self.done(f"Subscription \u201c{sub.name}\u201d created.")
 
 
 class KeyCreateView(ServiceFormView):
-    """The new key's secret is in this POST's answer and nowhere else: it is not stored (only
-    its hash is), not put in the session, and the page is marked no-store."""
+    """POST creates the key, leaves its secret in the session for one read and answers 303
+    to :class:`KeyCreatedView`, so reloading the page it lands on creates no second key and
+    resubmits nothing. Only the secret's hash is stored with the key."""
 
     form_class = KeyForm
     title = "New API key"
@@ -381,11 +409,15 @@ class KeyCreateView(ServiceFormView):
             name=data["name"],
             scopes=data["scopes"],
             resources=data["resources"],
+            expires_at=data["expires_at"],
             authority=self.authority,
         )
-        context = self.get_context_data()
-        context.update(key=created.key, secret=created.secret)
-        return render(self.request, "console/key_created.html", context)
+        self.request.session[NEW_KEY_SECRET] = {
+            "key_id": str(created.key.id),
+            "secret": created.secret,
+        }
+        url = reverse("console:key-created", kwargs={"key_id": created.key.id})
+        return HttpResponseRedirect(url, status=303)
 
 
 def _key_or_404(tenant: Tenant, key_id: str) -> ApiKey:
@@ -430,3 +462,44 @@ class KeyRevokeView(WriterMixin, TemplateView):
             raise Http404("No such API key.") from exc
         messages.success(request, f"API key \u201c{key.name}\u201d revoked.")
         return redirect(f"{reverse('console:dashboard')}#keys")
+
+
+class KeyCreatedView(TenantMixin, TemplateView):
+    """Shows a new key's secret once: the first GET takes it out of the session (where
+    :class:`KeyCreateView` left it), so a reload, the back button or another tab says it was
+    already shown. Another tenant's key is a 404. The page is never cached (TenantMixin) and
+    marked no-store."""
+
+    template_name = "console/key_created.html"
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        key = _key_or_404(self.tenant, self.kwargs["key_id"])
+        pending = request.session.get(NEW_KEY_SECRET)
+        secret = None
+        if isinstance(pending, dict) and pending.get("key_id") == str(key.id):
+            secret = pending.get("secret")
+            del request.session[NEW_KEY_SECRET]
+        context = self.get_context_data(key=key, secret=secret)
+        response = self.render_to_response(context)
+        response["Cache-Control"] = "no-store, no-cache, must-revalidate, private, max-age=0"
+        return response
+
+
+# --- after signing in (the password step, or the authenticator code after it) ------------------
+
+#: Session key of a sign-in waiting for its authenticator code (console.accounts reads it).
+SESSION_SECOND_STEP = "signin_second_step"
+
+
+def after_sign_in(request: HttpRequest, user: Any) -> None:
+    """Land a fresh session in the user's first tenant, and remind an unverified sign-up that
+    its tenant stays read-only until the address is confirmed."""
+    first = user_memberships(user).first()
+    if first is not None:
+        request.session[SESSION_TENANT] = str(first.tenant_id)
+    if not tenant_selectors.is_verified(user):
+        messages.warning(
+            request,
+            f"Confirm your address: open the link we sent to {user.email}. Until then your "
+            "tenant is read-only.",
+        )

@@ -87,3 +87,7 @@ _STREAM_ID = re.compile(STREAM_ID_PATTERN)
 def is_stream_id(value: object) -> bool:
     """Whether ``value`` is a stream id Redis accepts (an offset to read after)."""
     return isinstance(value, str) and _STREAM_ID.fullmatch(value) is not None
+
+
+#: How long the per-minute resource metrics (the console's charts) are kept.
+METRIC_RETENTION_HOURS: Final = 48

@@ -233,3 +233,17 @@ def reset_clients() -> None:
         _sync = None
     _async.clear()
     _lanes.clear()
+
+
+async def close_loop_clients() -> None:
+    """Close the running loop's connections (its pool and its script lane). For sync code
+    that runs a loop of its own for one call (the console's views): once that loop is gone,
+    nothing else would close them."""
+    loop = asyncio.get_running_loop()
+    client = _async.pop(loop, None)
+    if client is not None:
+        await client.connection_pool.disconnect()
+    lane = _lanes.pop(loop, None)
+    if lane is not None:
+        while lane._idle:
+            await lane._idle.pop().disconnect(nowait=True)

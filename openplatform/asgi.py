@@ -2,9 +2,10 @@
 
 Requests that carry ``Authorization: Bearer`` (the REST API's clients) skip the console's
 session machinery: POSTs to the async data-plane views go to api.asgi.DataPlaneApp (served on
-the event loop alone), other API requests to api.asgi.ApiASGIHandler. Everything else (the
-console, the admin, session-authenticated API calls, health probes) goes through Django's full
-middleware stack.
+the event loop alone), other API requests to api.asgi.ApiASGIHandler. Static files
+(``/static/…`` and ``/favicon.ico``) are answered by servestatic right here, on the event loop
+(file reads in a thread), before any Django middleware. Everything else (the console, the admin,
+session-authenticated API calls, health probes) goes through Django's full middleware stack.
 """
 
 import functools
@@ -13,10 +14,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
-from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
+from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, ResolverMatch, resolve
+from servestatic.asgi import FileServerASGI  # type: ignore[import-untyped]
+from servestatic.middleware import ServeStaticMiddleware  # type: ignore[import-untyped]
+from servestatic.utils import run_async_in_thread  # type: ignore[import-untyped]
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openplatform.settings.production")
 
@@ -32,11 +35,29 @@ from api.asgi import ApiASGIHandler, DataPlaneApp  # noqa: E402 - needs the apps
 
 api_application = ApiASGIHandler()
 data_plane_application = DataPlaneApp()
-# In development (DEBUG: `./dev up`) the web processes serve the static files too (the
-# admin's styles, Swagger UI's scripts), from the apps' static folders as runserver does. In
-# production nginx serves the collected files (deploy/nginx.conf), and this never runs:
-# Django's static view is meant for development only.
-static_application = ASGIStaticFilesHandler(django_application)
+
+
+async def _no_view(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("static_files only finds files; application() routes everything else")
+
+
+# servestatic's Django configuration, used for its file table only (never as a middleware: a
+# middleware serves from inside Django's handler, and the sync WhiteNoise middleware once held
+# up long polls). DEBUG: the finders' files (the apps' static folders and static/), looked up
+# on every request so edits show at once. Otherwise: the collected files of the manifest, the
+# fingerprinted names cached for ten years, with their gzip and brotli variants.
+static_files = ServeStaticMiddleware(_no_view)
+STATIC_PREFIX: str = static_files.static_prefix
+#: Browsers ask for /favicon.ico whatever the page links; it answers the brand mark, under its
+#: plain name (a short cache), so a new mark reaches them.
+FAVICON_URL = f"{STATIC_PREFIX}favicon.svg"
+
+
+async def _static_file(path: str) -> Any:
+    """servestatic's response maker for ``path``, or None when it names no static file."""
+    if static_files.autorefresh:
+        return await run_async_in_thread(static_files.find_file, path)
+    return static_files.files.get(path)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -70,7 +91,11 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
                 return
         await api_application(scope, receive, send)
         return
-    if settings.DEBUG:  # /static/... from the apps' folders, everything else to Django
-        await static_application(scope, receive, send)
-        return
+    if scope["type"] == "http":
+        url: str = scope["path"]
+        if url.startswith(STATIC_PREFIX) or url == "/favicon.ico":
+            found = await _static_file(FAVICON_URL if url == "/favicon.ico" else url)
+            if found is not None:
+                await FileServerASGI(found)(scope, receive, send)
+                return
     await django_application(scope, receive, send)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -28,6 +30,31 @@ from tenants.models import Tenant, TenantManager
 
 name_validator = RegexValidator(NAME_PATTERN, "1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric.")
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def natural_sort_key(name: str) -> str:
+    """The key the console sorts names by: case folded, and each run of digits prefixed with
+    its length, so numbers compare by value ("q2" < "q10") with plain byte order. (An ICU
+    collation would do the same, but PostgreSQL is not always built with ICU.)"""
+    return _DIGITS.sub(lambda run: f"{len(run.group()):03d}{run.group()}", name.lower())
+
+
+class NaturalSortKeyField(models.CharField):  # type: ignore[type-arg]  # generic only in the stubs
+    """``natural_sort_key`` of the row's name, written on every insert and save (bulk_create
+    included: Django asks each field's ``pre_save`` for the value)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 400)  # a 128-character name of 64 digit runs: 384
+        kwargs.setdefault("editable", False)
+        kwargs.setdefault("default", "")
+        super().__init__(**kwargs)
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> str:
+        key = natural_sort_key(model_instance.name)  # type: ignore[attr-defined]
+        setattr(model_instance, self.attname, key)
+        return key
+
 
 class RetryBackoffMixin(models.Model):
     """Exponential backoff between redeliveries: attempt n waits min(max, min·2^(n-1))
@@ -48,6 +75,7 @@ class Topic(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="topics")
     name = models.CharField(max_length=128, validators=[name_validator])
+    sort_key = NaturalSortKeyField()
     partitions = models.PositiveSmallIntegerField(
         default=DEFAULT_PARTITIONS,
         validators=[MinValueValidator(1), MaxValueValidator(MAX_PARTITIONS)],
@@ -67,6 +95,7 @@ class Topic(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="topic_unique_name")]
+        indexes = [models.Index(fields=["tenant", "sort_key"], name="topic_natural_order")]
 
     def __str__(self) -> str:
         return self.name
@@ -76,6 +105,7 @@ class Queue(RetryBackoffMixin):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=128, validators=[name_validator])
+    sort_key = NaturalSortKeyField()
     visibility_timeout = models.PositiveIntegerField(
         default=DEFAULT_VISIBILITY_TIMEOUT, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
     )
@@ -105,6 +135,7 @@ class Queue(RetryBackoffMixin):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="queue_unique_name")]
+        indexes = [models.Index(fields=["tenant", "sort_key"], name="queue_natural_order")]
 
     def __str__(self) -> str:
         return self.name
@@ -119,6 +150,7 @@ class Subscription(RetryBackoffMixin):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="subscriptions")
     name = models.CharField(max_length=128, validators=[name_validator])
+    sort_key = NaturalSortKeyField()
     topic = models.ForeignKey(Topic, on_delete=models.CASCADE, related_name="subscriptions")
     visibility_timeout = models.PositiveIntegerField(
         default=DEFAULT_VISIBILITY_TIMEOUT, validators=[MaxValueValidator(MAX_VISIBILITY_TIMEOUT)]
@@ -149,6 +181,7 @@ class Subscription(RetryBackoffMixin):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "name"], name="subscription_unique_name")
         ]
+        indexes = [models.Index(fields=["tenant", "sort_key"], name="subscription_natural_order")]
 
     def __str__(self) -> str:
         return self.name
@@ -196,3 +229,46 @@ class ConsumerPosition(models.Model):
     def __str__(self) -> str:
         owner = self.queue_id or self.subscription_id
         return f"{owner}[{self.partition}] at {self.last_delivered_id}"
+
+
+class MetricKind(models.TextChoices):
+    QUEUE = "queue", "Queue"
+    TOPIC = "topic", "Topic"
+    SUBSCRIPTION = "subscription", "Subscription"
+
+
+class ResourceMetric(models.Model):
+    """One resource's traffic in one minute, sampled by beat (``queues.sample_metrics``).
+
+    ``published`` / ``delivered`` / ``acked`` are the minute's flows: the differences between
+    this sample's cumulative counters (``*_total``, read from the streams) and the previous
+    sample's. ``backlog`` and ``oldest_age_seconds`` are levels at the moment of the sample.
+    Rows outlive no resource (``resource_id`` is not a foreign key, so one table holds the
+    three kinds; deleting a resource leaves its rows to the trim)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=MetricKind.choices)
+    resource_id = models.UUIDField()
+    minute = models.DateTimeField()
+    published = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)
+    acked = models.BigIntegerField(default=0)
+    backlog = models.BigIntegerField(default=0)
+    oldest_age_seconds = models.BigIntegerField(default=0)
+    published_total = models.BigIntegerField(default=0)
+    delivered_total = models.BigIntegerField(default=0)
+    acked_total = models.BigIntegerField(default=0)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "resource_id", "minute"], name="resource_metric_unique_minute"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="resource_metric_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.resource_id} {self.minute:%Y-%m-%d %H:%M}"

@@ -4,10 +4,13 @@ a queue's messages, a topic's log). The API and the console both read through he
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+import orjson
+from django.db.models import Count, QuerySet
 
 from kernel.errors import InvalidRequest, NotFound
 from kernel.hotcache import HotCache, register
@@ -15,7 +18,7 @@ from kernel.redis_client import get_redis
 from queues.engine import streams
 from queues.engine.messages import now_ms
 from queues.engine.targets import queue_consumer, subscription_consumer
-from queues.models import Queue, Subscription, Topic
+from queues.models import Queue, ResourceMetric, Subscription, Topic
 from tenants.models import Tenant
 from tenants.principals import Principal
 
@@ -212,3 +215,155 @@ def topic_log(
 def _page(messages: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     more = len(messages) == limit
     return {"messages": messages, "next": messages[-1]["offset"] if more else None}
+
+
+# --- the console's workbench: reading messages without touching them --------------------------
+
+DEAD_LETTER_ATTRIBUTES = (
+    "op-dead-letter-source",
+    "op-dead-letter-reason",
+    "op-delivery-attempts",
+    "op-original-id",
+)
+
+
+def readable(message: dict[str, Any]) -> dict[str, Any]:
+    """A delivered message with its spliced JSON parsed back: ``body`` (the JSON value, absent
+    for a binary body, which keeps ``body_base64``) and ``attributes`` as a dict."""
+    plain = dict(message)
+    if "body" in message:
+        # json, not orjson: a body may hold integers beyond 64 bits, which orjson refuses.
+        plain["body"] = json.loads(orjson.dumps(message["body"]))
+    plain["attributes"] = orjson.loads(orjson.dumps(message["attributes"]))
+    return plain
+
+
+def quiet_stats(row: Queue | Subscription) -> dict[str, int]:
+    """:func:`live_stats` of one queue or subscription without first doing the due work, so
+    reading them changes nothing (a due delay still counts as available). RedisError when
+    Redis does not answer."""
+    consumer = (
+        queue_consumer(str(row.tenant_id), queue_document(row))
+        if isinstance(row, Queue)
+        else subscription_consumer(str(row.tenant_id), subscription_document(row))
+    )
+    return streams.consumer_stats(get_redis(), consumer, now_ms())
+
+
+def queue_browse(queue: Queue, *, limit: int, after: str | None = None) -> dict[str, Any]:
+    """:func:`queue_peek` with each message readable (see :func:`readable`) and, for one in
+    flight, ``lease_deadline_ms``, for one waiting out its retry backoff, ``retry_due_ms``
+    (else None). Leases, moves and counts nothing."""
+    consumer = queue_consumer(str(queue.tenant_id), queue_document(queue))
+    client = get_redis()
+    messages = streams.peek(client, consumer, limit=limit, after=after)
+    times = streams.lease_and_retry_times(client, consumer, [m["offset"] for m in messages])
+    out = []
+    for message, (lease, retry) in zip(messages, times, strict=True):
+        plain = readable(message)
+        plain["lease_deadline_ms"] = lease
+        plain["retry_due_ms"] = retry
+        out.append(plain)
+    return _page(out, limit)
+
+
+def queue_delayed(queue: Queue, *, limit: int, start: int = 0) -> dict[str, Any]:
+    """The queue's delayed messages (not stored in the stream yet), soonest due first, from
+    position ``start``: ``{"messages": [...with due_ms], "next": position | None}``."""
+    consumer = queue_consumer(str(queue.tenant_id), queue_document(queue))
+    messages = streams.delayed_read(get_redis(), consumer, start=max(start, 0), limit=limit)
+    return {
+        "messages": [readable(m) for m in messages],
+        "next": start + limit if len(messages) == limit else None,
+    }
+
+
+def dead_letter_page(queue: Queue, *, limit: int, after: str | None = None) -> dict[str, Any]:
+    """The dead letters stored in ``queue``, oldest first, each a :func:`queue_browse` message
+    with ``source``, ``reason``, ``attempts`` and ``original_id`` from the op-* attributes
+    the engine adds (None when a message has none: it was published to the queue directly)."""
+    page = queue_browse(queue, limit=limit, after=after)
+    for message in page["messages"]:
+        attrs = message["attributes"]
+        message["source"] = attrs.get("op-dead-letter-source")
+        message["reason"] = attrs.get("op-dead-letter-reason")
+        attempts = attrs.get("op-delivery-attempts")
+        message["attempts"] = int(attempts) if attempts and attempts.isdigit() else None
+        message["original_id"] = attrs.get("op-original-id")
+        message["own_attributes"] = {
+            k: v for k, v in attrs.items() if k not in DEAD_LETTER_ATTRIBUTES
+        }
+    return page
+
+
+def dead_letter_feeders(queue: Queue) -> dict[str, list[str]]:
+    """The names of the tenant's queues and subscriptions whose dead letters go to ``queue``."""
+    tenant_id = queue.tenant_id
+    return {
+        "queues": list(
+            Queue.objects.for_tenant(tenant_id)
+            .filter(dead_letter_queue=queue)
+            .order_by("name")
+            .values_list("name", flat=True)
+        ),
+        "subscriptions": list(
+            Subscription.objects.for_tenant(tenant_id)
+            .filter(dead_letter_queue=queue)
+            .order_by("name")
+            .values_list("name", flat=True)
+        ),
+    }
+
+
+def topic_log_page(
+    topic: Topic, *, partition: int, limit: int, after: str | None = None
+) -> dict[str, Any]:
+    """:func:`topic_log` with each message :func:`readable`."""
+    page = topic_log(topic, partition=partition, limit=limit, after=after)
+    return {"messages": [readable(m) for m in page["messages"]], "next": page["next"]}
+
+
+def resource_metric_list(
+    *, tenant: Tenant, row: Queue | Topic | Subscription, since: datetime
+) -> QuerySet[ResourceMetric]:
+    """One resource's per-minute metrics from ``since`` on, oldest first."""
+    kind = (
+        "queue" if isinstance(row, Queue) else "topic" if isinstance(row, Topic) else "subscription"
+    )
+    return (
+        ResourceMetric.objects.for_tenant(tenant)
+        .filter(kind=kind, resource_id=row.id, minute__gte=since)
+        .order_by("minute")
+    )
+
+
+# --- lists the console pages through ----------------------------------------------------------
+
+
+def _natural(rows: QuerySet[Any], search: str) -> QuerySet[Any]:
+    """``rows`` whose name contains ``search`` (any case), in natural order of their names:
+    sorted by PostgreSQL, so a page of a long list loads only that page's rows."""
+    if search:
+        rows = rows.filter(name__icontains=search)
+    return rows.order_by("sort_key", "name")  # queues.models.natural_sort_key
+
+
+def queue_search(*, tenant: Tenant | str, search: str = "") -> QuerySet[Queue]:
+    """The tenant's queues whose name contains ``search``, "q2" before "q10"."""
+    return _natural(queue_list(tenant=tenant), search)
+
+
+def topic_search(*, tenant: Tenant | str, search: str = "") -> QuerySet[Topic]:
+    """Like :func:`queue_search`, each topic annotated with ``subscription_count``."""
+    topics = topic_list(tenant=tenant).annotate(subscription_count=Count("subscriptions"))
+    return _natural(topics, search)
+
+
+def subscription_search(*, tenant: Tenant | str, search: str = "") -> QuerySet[Subscription]:
+    """Like :func:`queue_search`, with each subscription's topic and dead-letter queue."""
+    return _natural(subscription_list(tenant=tenant), search)
+
+
+def topic_subscriptions(*, tenant: Tenant | str, topic: Topic) -> QuerySet[Subscription]:
+    """The subscriptions of ``topic``, in natural order of their names."""
+    return _natural(subscription_list(tenant=tenant).filter(topic=topic), "")

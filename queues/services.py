@@ -28,6 +28,7 @@ from kernel.limits import (
     DEFAULT_TOPIC_RETENTION,
     DEFAULT_VISIBILITY_TIMEOUT,
     MAX_BACKOFF_SECONDS,
+    is_stream_id,
 )
 from kernel.redis_client import get_redis
 from queues import selectors
@@ -763,3 +764,161 @@ def retention_trim_all() -> int:
             now_ms=now,
         )
     return removed
+
+
+# --- per-minute metrics -----------------------------------------------------------------------
+
+
+_MetricSource = tuple[Queue | Topic | Subscription, str, tuple[str, ...], str | None]
+
+
+def _metric_sources() -> list[_MetricSource]:
+    """(resource, kind, its streams, its consumer group or None) of every resource."""
+    out: list[_MetricSource] = []
+    for _, owner, consumer_of in _each_consumer():
+        consumer: Consumer = consumer_of()
+        kind = "queue" if isinstance(owner, Queue) else "subscription"
+        out.append((owner, kind, consumer.streams, consumer.group))
+    for topic in Topic.all_tenants.all():
+        dest = topic_destination(str(topic.tenant_id), selectors.topic_document(topic))
+        out.append((topic, "topic", dest.streams, None))
+    return out
+
+
+def _flow(total: int, previous: int | None) -> int:
+    """The traffic between two samples of a cumulative counter; a counter that went down was
+    reset (its stream was rebuilt), so all of it is new."""
+    if previous is None:
+        return total
+    return total - previous if total >= previous else total
+
+
+def metrics_sample_all(*, now: datetime | None = None) -> int:
+    """Write this minute's ResourceMetric row of every queue, topic and subscription (Celery
+    beat, every minute) and drop rows older than METRIC_RETENTION_HOURS. Returns the rows
+    written.
+
+    The data plane keeps no per-resource counters (its usage hash counts per tenant and hour),
+    so the flows are sampled from what the streams already count (``streams.flow_totals``):
+    this keeps the publish script one round trip with nothing added to it, at the price of
+    approximations documented there (a queue's "acked" includes dead-lettered and expired
+    messages; redeliveries are not counted again). Backlog (available + in flight + delayed)
+    and the oldest message's age are ``selectors.live_stats``. Running twice in a minute
+    rewrites that minute's row from the same previous sample, so a doubled run changes
+    nothing more. A resource's first sample counts its traffic since creation if it was
+    created in the last two minutes, else it is a baseline with no flow (its earlier traffic
+    is not this minute's)."""
+    from datetime import timedelta
+
+    from kernel.limits import METRIC_RETENTION_HOURS
+    from queues.models import ResourceMetric
+
+    now = now or timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    redis = get_redis()
+    written = 0
+    for row, kind, keys, group in _metric_sources():
+        totals = streams.flow_totals(redis, keys, group, is_queue=kind == "queue")
+        levels = {"backlog": 0, "oldest_age_seconds": 0}
+        if not isinstance(row, Topic):
+            (stats,) = selectors.live_stats([row])
+            levels = {
+                "backlog": stats["available"] + stats["in_flight"] + stats["delayed"],
+                "oldest_age_seconds": stats["oldest_age_seconds"],
+            }
+        previous = (
+            ResourceMetric.all_tenants.filter(kind=kind, resource_id=row.id, minute__lt=minute)
+            .order_by("-minute")
+            .first()
+        )
+        fresh = row.created_at >= minute - timedelta(minutes=2)
+        flows = {
+            name: _flow(
+                totals[f"{name}_total"],
+                getattr(previous, f"{name}_total")
+                if previous is not None
+                else (None if fresh else totals[f"{name}_total"]),
+            )
+            for name in ("published", "delivered", "acked")
+        }
+        ResourceMetric.all_tenants.update_or_create(
+            kind=kind,
+            resource_id=row.id,
+            minute=minute,
+            defaults={"tenant_id": row.tenant_id, **flows, **levels, **totals},
+        )
+        written += 1
+    ResourceMetric.all_tenants.filter(
+        minute__lt=minute - timedelta(hours=METRIC_RETENTION_HOURS)
+    ).delete()
+    return written
+
+
+# --- dead letters, one by one -----------------------------------------------------------------
+
+
+def _entry_ids(ids: list[str]) -> list[str]:
+    """The distinct offsets of ``ids`` in order; a 400 naming ``ids`` for one Redis would
+    refuse (so a bad id is never half-applied)."""
+    bad = [i for i in ids if not is_stream_id(i)]
+    if bad or not ids:
+        raise _field_error("ids", f"Not a message offset: {bad[0]}." if bad else "None chosen.")
+    return list(dict.fromkeys(ids))
+
+
+def dead_letter_redrive(
+    *, tenant: Tenant, actor: str, queue: Queue, ids: list[str], to: str | None
+) -> dict[str, int]:
+    """:func:`queue_redrive` of the dead letters stored in ``queue`` at offsets ``ids`` only:
+    to ``to`` or each to its source queue. Ids no longer stored, leased ones and those with
+    nowhere to go stay (or stay gone) and count as skipped."""
+    chosen = _entry_ids(ids)
+    redis = get_redis()
+    tenant_id = str(tenant.id)
+    dlq = queue_consumer(tenant_id, selectors.queue_document(queue))
+    default = None
+    targets: dict[str, tuple[str, str] | None] = {}
+    if to is not None:
+        target = Queue.objects.for_tenant(tenant).filter(name=to).first()
+        if target is None:
+            raise _field_error("to", f"No queue '{to}'.")
+        if target.pk == queue.pk:
+            raise _field_error("to", "Cannot redrive a queue into itself.")
+        tc = queue_consumer(tenant_id, selectors.queue_document(target))
+        default = (tc.streams[0], tc.channel)
+    else:
+        names = {
+            label.split(":", 1)[1]
+            for label in streams.dead_letter_sources(redis, dlq)
+            if label.startswith("queue:")
+        }
+        for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
+            sc = queue_consumer(tenant_id, selectors.queue_document(source))
+            targets[f"queue:{source.name}"] = (sc.streams[0], sc.channel)
+    result = streams.redrive_ids(redis, dlq, chosen, targets=targets, default=default)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.redrive",
+        target_type="queue",
+        target_id=queue.name,
+        data={"to": to, "ids": chosen, **result},
+    )
+    return result
+
+
+def dead_letter_purge(*, tenant: Tenant, actor: str, queue: Queue, ids: list[str]) -> int:
+    """Delete the messages stored in ``queue`` at offsets ``ids`` (leased ones too); the
+    count deleted (ids no longer stored count for nothing)."""
+    chosen = _entry_ids(ids)
+    consumer = queue_consumer(str(tenant.id), selectors.queue_document(queue))
+    purged = streams.delete_ids(get_redis(), consumer, chosen)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.purge",
+        target_type="queue",
+        target_id=queue.name,
+        data={"purged": purged, "ids": chosen},
+    )
+    return purged

@@ -28,3 +28,9 @@ def retention_trim() -> int:
 def snapshot_positions() -> int:
     """Copy every consumer group's position to PostgreSQL (for streams_rebuild)."""
     return services.positions_snapshot_all()
+
+
+@shared_task(name="queues.sample_metrics", time_limit=120, soft_time_limit=100, ignore_result=True)
+def sample_metrics() -> int:
+    """Write this minute's traffic of every resource for the console's charts; trim old rows."""
+    return services.metrics_sample_all()

@@ -225,3 +225,54 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"
+
+
+class Invitation(models.Model):
+    """An offer to join a tenant with a role, sent by email. Only a hash of the link's token
+    is kept; the link works once, until ``expires_at``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the token.")
+    invited_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["email", "accepted_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.email} as {self.role} of {self.tenant_id}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.expires_at > timezone.now()
+
+
+class AccountVerification(models.Model):
+    """The email check of a self-service sign-up. A user without this row (made by an
+    operator, or who joined from an invitation link) counts as verified. The tenant made at
+    sign-up (``pending_tenant``) stays suspended until the address is confirmed."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="verification")
+    pending_tenant = models.ForeignKey(
+        Tenant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    signup_address = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_sent_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["signup_address", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} verified={self.verified_at is not None}"

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from kernel.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
+from kernel.errors import Conflict, Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from kernel.redis_client import get_redis
 from kernel.redis_keys import (
     is_usage_month_field,
@@ -26,8 +29,10 @@ from kernel.redis_keys import (
 from tenants.authority import Authority, check_grant
 from tenants.models import (
     ALL_SCOPES,
+    AccountVerification,
     ApiKey,
     AuditEvent,
+    Invitation,
     Membership,
     Plan,
     Role,
@@ -43,6 +48,7 @@ from tenants.principals import (
     tenant_cache,
     tenant_document,
 )
+from tenants.selectors import invitation_token_hash
 
 DEFAULT_PLAN = "developer"
 RESOURCE_PATTERN = re.compile(r"^(queue|topic|subscription):[A-Za-z0-9._*?\[\]-]{1,128}$")
@@ -312,3 +318,409 @@ def _is_stale(field: str, oldest_hour: int, keep_months: set[str]) -> bool:
     if hourly is not None:
         return hourly[0] < oldest_hour
     return is_usage_month_field(field) and field not in keep_months
+
+
+# --- people: sign-up, email verification, invitations, members, two-factor ---------------------
+
+VERIFY_SALT = "tenants.account_verify"
+
+
+def _actor(user: User) -> str:
+    return f"user:{user.email}"
+
+
+def _audit_account(*, user: User, action: str, data: dict[str, Any] | None = None) -> None:
+    """An account's own change, recorded in the trail of every tenant the person belongs to
+    (the trail is per tenant; an account belongs to all of its tenants alike)."""
+    for membership in Membership.all_tenants.filter(user=user).select_related("tenant"):
+        audit(
+            tenant=membership.tenant,
+            actor=_actor(user),
+            action=action,
+            target_type="user",
+            target_id=str(user.pk),
+            data=data,
+        )
+
+
+@dataclass(frozen=True)
+class SignedUp:
+    user: User
+    tenant: Tenant
+
+
+@transaction.atomic
+def account_signup(*, email: str, password: str, tenant_name: str, address: str = "") -> SignedUp:
+    """A new person with a new tenant on the default plan, of which they are the owner.
+
+    The tenant starts suspended (read-only in the console, its keys refused) until the
+    address is confirmed with :func:`account_verify`. An address that already has an account
+    is a Conflict; more than ``SIGNUPS_PER_ADDRESS_PER_HOUR`` sign-ups from one client
+    ``address`` within an hour are RateLimited. Either way nothing is stored."""
+    email = email.strip().lower()
+    if User.objects.filter(email=email).exists():
+        raise Conflict(
+            "An account with this email address exists: sign in, or reset its password.",
+            errors=_field("email", "An account with this email address exists."),
+        )
+    limit = settings.SIGNUPS_PER_ADDRESS_PER_HOUR
+    if limit and address:
+        since = timezone.now() - timedelta(hours=1)
+        recent = AccountVerification.objects.filter(
+            signup_address=address, created_at__gte=since
+        ).count()
+        if recent >= limit:
+            raise RateLimited("Too many sign-ups from your address; try again in an hour.")
+    created = tenant_create(
+        name=tenant_name, owner_email=email, owner_password=password, actor=f"user:{email}"
+    )
+    tenant = created.tenant
+    tenant.is_active = False  # the cache push queued by tenant_create reads this at commit
+    tenant.save(update_fields=["is_active"])
+    AccountVerification.objects.create(
+        user=created.owner, pending_tenant=tenant, signup_address=address[:64]
+    )
+    audit(
+        tenant=tenant,
+        actor=_actor(created.owner),
+        action="account.signup",
+        target_type="user",
+        target_id=str(created.owner.pk),
+        data={"email": email},
+    )
+    return SignedUp(user=created.owner, tenant=tenant)
+
+
+def verification_token(*, user: User) -> str:
+    """The signed token of an email verification link (it names the user and the address,
+    so it stops working if the address changes; it expires after
+    EMAIL_VERIFICATION_MAX_AGE_SECONDS)."""
+    return signing.dumps({"u": str(user.pk), "e": user.email}, salt=VERIFY_SALT, compress=True)
+
+
+def _mark_verified(user: User) -> bool:
+    row = AccountVerification.objects.select_for_update().filter(user=user).first()
+    if row is None or row.verified_at is not None:
+        return False
+    row.verified_at = timezone.now()
+    row.save(update_fields=["verified_at"])
+    tenant = row.pending_tenant
+    if tenant is not None:
+        tenant.is_active = True
+        tenant.save(update_fields=["is_active"])
+        doc = tenant_document(tenant)
+        transaction.on_commit(lambda: tenant_cache.push(str(tenant.id), doc))
+    _audit_account(user=user, action="account.verify", data={"email": user.email})
+    return True
+
+
+@transaction.atomic
+def account_verify(*, token: str) -> User:
+    """Confirm the address a verification token names: the account counts as verified and
+    the tenant made at its sign-up is activated. Using a link twice is harmless. A forged,
+    expired or outdated token (the address changed) is InvalidRequest."""
+    try:
+        payload = signing.loads(
+            token, salt=VERIFY_SALT, max_age=settings.EMAIL_VERIFICATION_MAX_AGE_SECONDS
+        )
+    except signing.SignatureExpired as exc:
+        raise InvalidRequest("This verification link has expired; ask for a new one.") from exc
+    except signing.BadSignature as exc:
+        raise InvalidRequest("This verification link is not valid.") from exc
+    user = User.objects.filter(pk=payload.get("u"), email=payload.get("e")).first()
+    if user is None:
+        raise InvalidRequest("This verification link is not valid.")
+    _mark_verified(user)
+    return user
+
+
+@transaction.atomic
+def verification_resend(*, user: User) -> bool:
+    """Whether a new verification email may go out now (and note that it does): at most one
+    per SIGNUP_RESEND_SECONDS per account, none for a verified account."""
+    row = AccountVerification.objects.select_for_update().filter(user=user).first()
+    if row is None or row.verified_at is not None:
+        return False
+    now = timezone.now()
+    if now - row.last_sent_at < timedelta(seconds=settings.SIGNUP_RESEND_SECONDS):
+        return False
+    row.last_sent_at = now
+    row.save(update_fields=["last_sent_at"])
+    return True
+
+
+# Which roles a member may give, change and take away, by their own role. Only owners touch
+# owners; admins manage developers and viewers; the others manage nobody.
+MANAGEABLE_ROLES: dict[str, frozenset[str]] = {
+    Role.OWNER: frozenset(Role.values),
+    Role.ADMIN: frozenset({Role.DEVELOPER.value, Role.VIEWER.value}),
+}
+
+
+def manageable_roles(role: str) -> frozenset[str]:
+    """The roles a member of ``role`` may invite as, assign and remove."""
+    return MANAGEABLE_ROLES.get(role, frozenset())
+
+
+def _locked_actor(tenant: Tenant, actor: User) -> tuple[Tenant, Membership]:
+    """Lock the tenant row (serialising every membership change of the tenant, so two
+    concurrent changes cannot both pass the last-owner check) and the actor's membership."""
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    membership = Membership.objects.for_tenant(tenant).filter(user=actor).first()
+    if membership is None:
+        raise NotFound("No such tenant.")
+    return tenant, membership
+
+
+def _target(tenant: Tenant, membership_id: int | str) -> Membership:
+    try:
+        return Membership.objects.for_tenant(tenant).select_related("user").get(pk=membership_id)
+    except (Membership.DoesNotExist, ValueError, TypeError) as exc:
+        raise NotFound("No such member.") from exc
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        raise InvalidRequest(f"Unknown role {role!r}.", errors=_field("role"))
+
+
+def _require_manage(actor: Membership, role: str) -> None:
+    if role not in manageable_roles(actor.role):
+        raise Forbidden(f"As {actor.role} you cannot manage {role}s.")
+
+
+def _owners(tenant: Tenant) -> int:
+    return Membership.objects.for_tenant(tenant).filter(role=Role.OWNER).count()
+
+
+LAST_OWNER = "A tenant needs an owner: make someone else owner first."
+
+
+@dataclass(frozen=True)
+class InvitationCreated:
+    invitation: Invitation
+    token: str  # the link's secret: sent once by email, only its hash is stored
+
+
+@transaction.atomic
+def invitation_create(*, tenant: Tenant, actor: User, email: str, role: str) -> InvitationCreated:
+    """Invite ``email`` to ``tenant`` as ``role``, within the actor's authority (owners any
+    role, admins developers and viewers: else Forbidden). A pending invitation of the same
+    address is replaced; an address that is a member already is a Conflict."""
+    tenant, inviter = _locked_actor(tenant, actor)
+    _check_role(role)
+    _require_manage(inviter, role)
+    email = email.strip().lower()
+    if Membership.objects.for_tenant(tenant).filter(user__email=email).exists():
+        raise Conflict(f"{email} is a member already.", errors=_field("email", "A member."))
+    Invitation.objects.for_tenant(tenant).filter(email=email, accepted_at__isnull=True).delete()
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.all_tenants.create(
+        tenant=tenant,
+        email=email,
+        role=role,
+        token_hash=invitation_token_hash(token),
+        invited_by=actor,
+        expires_at=timezone.now() + timedelta(seconds=settings.INVITATION_TTL_SECONDS),
+    )
+    audit(
+        tenant=tenant,
+        actor=_actor(actor),
+        action="member.invite",
+        target_type="invitation",
+        target_id=str(invitation.id),
+        data={"email": email, "role": role},
+    )
+    return InvitationCreated(invitation=invitation, token=token)
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User) -> Membership:
+    """Join the tenant of an invitation with its role. The invitation must be for the user's
+    address (else Forbidden), unused and unexpired (else Conflict); an unknown token is
+    NotFound. Accepting also confirms the address (the link came to it)."""
+    invitation = (
+        Invitation.all_tenants.select_for_update()
+        .select_related("tenant")
+        .filter(token_hash=invitation_token_hash(token))
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation.")
+    return _accept(invitation, user)
+
+
+@transaction.atomic
+def invitation_accept_own(*, invitation_id: str, user: User) -> Membership:
+    """Accept one of the invitations of the user's own address, by id (from the list of
+    their invitations); another address's invitation is NotFound. Errors as
+    :func:`invitation_accept`."""
+    try:
+        invitation = (
+            Invitation.all_tenants.select_for_update()
+            .select_related("tenant")
+            .get(pk=invitation_id, email=user.email)
+        )
+    except (Invitation.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFound("No such invitation.") from exc
+    return _accept(invitation, user)
+
+
+def _accept(invitation: Invitation, user: User) -> Membership:
+    if invitation.accepted_at is not None:
+        raise Conflict("This invitation has been used already.")
+    if invitation.expires_at <= timezone.now():
+        raise Conflict("This invitation has expired: ask for a new one.")
+    if invitation.email != user.email:
+        raise Forbidden(
+            f"This invitation is for {invitation.email}; you are signed in as {user.email}."
+        )
+    tenant = Tenant.objects.select_for_update().get(pk=invitation.tenant_id)
+    if Membership.objects.for_tenant(tenant).filter(user=user).exists():
+        raise Conflict(f"You are a member of {tenant.name} already.")
+    membership = Membership.all_tenants.create(tenant=tenant, user=user, role=invitation.role)
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit(
+        tenant=tenant,
+        actor=_actor(user),
+        action="member.accept",
+        target_type="membership",
+        target_id=str(membership.pk),
+        data={"email": user.email, "role": invitation.role},
+    )
+    _mark_verified(user)
+    return membership
+
+
+@transaction.atomic
+def account_signup_invited(*, token: str, password: str) -> Membership:
+    """A new account for the address of a pending invitation, which it accepts (the link
+    proves the address, so no verification follows). Errors as :func:`invitation_accept`;
+    an address with an account already is a Conflict."""
+    invitation = Invitation.all_tenants.filter(token_hash=invitation_token_hash(token)).first()
+    if invitation is None:
+        raise NotFound("No such invitation.")
+    if User.objects.filter(email=invitation.email).exists():
+        raise Conflict("An account with this email address exists: sign in to accept.")
+    user = User.objects.create_user(invitation.email, password)
+    return invitation_accept(token=token, user=user)
+
+
+@transaction.atomic
+def membership_role_change(
+    *, tenant: Tenant, actor: User, membership_id: int | str, role: str
+) -> Membership:
+    """Give a member another role. The actor must manage both the member's role and the new
+    one (Forbidden); the last owner cannot be demoted (Conflict); another tenant's member is
+    NotFound."""
+    tenant, manager = _locked_actor(tenant, actor)
+    target = _target(tenant, membership_id)
+    _check_role(role)
+    _require_manage(manager, target.role)
+    _require_manage(manager, role)
+    if target.role == role:
+        return target
+    if target.role == Role.OWNER and _owners(tenant) == 1:
+        raise Conflict(LAST_OWNER)
+    previous = target.role
+    target.role = role
+    target.save(update_fields=["role"])
+    audit(
+        tenant=tenant,
+        actor=_actor(actor),
+        action="member.role",
+        target_type="membership",
+        target_id=str(target.pk),
+        data={"email": target.user.email, "from": previous, "to": role},
+    )
+    return target
+
+
+@transaction.atomic
+def membership_remove(*, tenant: Tenant, actor: User, membership_id: int | str) -> None:
+    """Take a member out of the tenant, within the actor's authority (Forbidden); the last
+    owner stays (Conflict); another tenant's member is NotFound."""
+    tenant, manager = _locked_actor(tenant, actor)
+    target = _target(tenant, membership_id)
+    _require_manage(manager, target.role)
+    if target.role == Role.OWNER and _owners(tenant) == 1:
+        raise Conflict(LAST_OWNER)
+    audit(
+        tenant=tenant,
+        actor=_actor(actor),
+        action="member.remove",
+        target_type="membership",
+        target_id=str(target.pk),
+        data={"email": target.user.email, "role": target.role},
+    )
+    target.delete()
+
+
+@transaction.atomic
+def membership_leave(*, tenant: Tenant, user: User) -> None:
+    """Leave a tenant (any role); the last owner cannot (Conflict)."""
+    tenant, membership = _locked_actor(tenant, user)
+    if membership.role == Role.OWNER and _owners(tenant) == 1:
+        raise Conflict(LAST_OWNER)
+    audit(
+        tenant=tenant,
+        actor=_actor(user),
+        action="member.leave",
+        target_type="membership",
+        target_id=str(membership.pk),
+        data={"email": user.email, "role": membership.role},
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def totp_start(*, user: User) -> TOTPDevice:
+    """A new, unconfirmed authenticator for ``user`` (replacing an unconfirmed one): it is
+    not asked for at sign-in until :func:`totp_confirm` proves the app has its secret."""
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+
+
+@transaction.atomic
+def totp_confirm(*, user: User, code: str) -> TOTPDevice:
+    """Turn on two-factor sign-in with the code the app shows for the pending device; a
+    wrong code (or no pending device) is InvalidRequest and changes nothing."""
+    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+    if device is None:
+        raise InvalidRequest("Start again: there is no authenticator to confirm.")
+    if not device.verify_token(code.strip()):
+        raise InvalidRequest("That code is not right.", errors=_field("code", "Wrong code."))
+    TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+    device.confirmed = True
+    device.save(update_fields=["confirmed"])
+    _audit_account(user=user, action="account.totp_enable")
+    return device
+
+
+@transaction.atomic
+def totp_disable(*, user: User) -> bool:
+    """Turn two-factor sign-in off (every authenticator of the user goes); False if it was
+    off already."""
+    deleted, _ = TOTPDevice.objects.filter(user=user).delete()
+    if deleted:
+        _audit_account(user=user, action="account.totp_disable")
+    return bool(deleted)
+
+
+@transaction.atomic
+def totp_check(*, user: User, code: str) -> TOTPDevice | None:
+    """The user's authenticator if ``code`` is its current code, else None. django-otp
+    throttles the device after failures and refuses a code used once already."""
+    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
+    if device is None or not device.verify_token(code.strip()):
+        return None
+    return device
+
+
+def account_password_changed(*, user: User, reset: bool) -> None:
+    """Record a new password (changed while signed in, or set from a reset link) in the
+    trail of each of the person's tenants; Django's own views store the password."""
+    _audit_account(
+        user=user, action="account.password_reset" if reset else "account.password_change"
+    )

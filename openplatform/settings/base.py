@@ -27,11 +27,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
     "csp",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "tenants",
     "queues",
     "api",
@@ -45,6 +48,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lock-out noted during the view into its answer.
@@ -106,13 +110,44 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# --- Accounts: email, sign-up, invitations, two-factor ------------------------------------------
+# Outgoing mail (verification, password reset, invitations). base: SMTP from the environment;
+# dev prints to the terminal, tests keep mail in memory.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "OpenPlatform <noreply@localhost>")
+# Anyone may sign up (creating a tenant on the default plan) unless this is off.
+SIGNUP_OPEN = env("SIGNUP_OPEN", True)
+# Sign-ups per client address (IPv6: per /64) per hour; 0 turns the limit off. A verification
+# email is re-sent to one account at most once per SIGNUP_RESEND_SECONDS, so neither form can
+# be used to flood someone's mailbox.
+SIGNUPS_PER_ADDRESS_PER_HOUR = env("SIGNUPS_PER_ADDRESS_PER_HOUR", 5)
+SIGNUP_RESEND_SECONDS = env("SIGNUP_RESEND_SECONDS", 300)
+# How long an email verification link and an invitation link work.
+EMAIL_VERIFICATION_MAX_AGE_SECONDS = env("EMAIL_VERIFICATION_MAX_AGE_SECONDS", 3 * 86400)
+INVITATION_TTL_SECONDS = env("INVITATION_TTL_SECONDS", 7 * 86400)
+PASSWORD_RESET_TIMEOUT = env("PASSWORD_RESET_TIMEOUT", 3600)
+# The issuer an authenticator app shows beside the account.
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", "OpenPlatform")
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files are served by the web processes themselves, at the ASGI layer
+# (openplatform/asgi.py, servestatic): from the apps' folders and static/ in DEBUG, from the
+# files `collectstatic` wrote to STATIC_ROOT otherwise (production: fingerprinted and
+# compressed, see settings/production.py).
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # A batch of 100 messages at the largest tenant limit (256 KiB each, base64-encoded) fits;
 # anything larger is answered 413 before it is read into memory.
@@ -258,6 +293,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": POSITIONS_SNAPSHOT_SECONDS,
     },
     "tenants-usage-rollup": {"task": "tenants.usage_rollup", "schedule": USAGE_ROLLUP_SECONDS},
+}
+METRICS_SAMPLE_SECONDS = env("METRICS_SAMPLE_SECONDS", 60.0)
+CELERY_BEAT_SCHEDULE["queues-sample-metrics"] = {
+    "task": "queues.sample_metrics",
+    "schedule": METRICS_SAMPLE_SECONDS,
 }
 
 LOGGING = {

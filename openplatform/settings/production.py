@@ -28,3 +28,11 @@ CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# collectstatic writes each file under a name with its content's hash (served with a far-future
+# Cache-Control: immutable) plus gzip and brotli copies that servestatic picks by
+# Accept-Encoding. Templates then need the manifest: run collectstatic before serving.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
+}

@@ -29,3 +29,5 @@ if not _redis.path.strip("/").isdigit():
 REDIS_TEST_DB = env("REDIS_TEST_DB", 15)
 REDIS_URL = urlunsplit(_redis._replace(path=f"/{REDIS_TEST_DB}"))
 CELERY_BROKER_URL = REDIS_URL
+# Mail stays in django.core.mail.outbox.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

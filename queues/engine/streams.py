@@ -479,3 +479,187 @@ def rebuild(client: redis.Redis, c: Consumer, saved: dict[int, Position]) -> lis
             if not exists and position and position.last_generated_id != "0-0":
                 client.execute_command("XSETID", stream, position.last_generated_id)
     return done
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def flow_totals(
+    client: redis.Redis, streams: tuple[str, ...], group: str | None, *, is_queue: bool = False
+) -> dict[str, int]:
+    """Cumulative counters of a resource's streams, summed over partitions, for the per-minute
+    metrics (their differences between two samples are the flows in between).
+
+    ``published_total`` is each stream's ``entries-added`` (every message ever added, delayed
+    ones once due). With ``group`` (a queue's or a subscription's), ``delivered_total`` counts
+    messages delivered at least once and ``acked_total`` those settled for good. A queue
+    deletes what it settles, so there they are derived from the stream's length: what left
+    the stream was acknowledged (or dead-lettered, or past retention), and what is still
+    pending was delivered. A topic's streams keep their entries, so a subscription's group
+    counts for itself: ``entries-read`` delivered, minus what is still pending. A missing
+    stream or group counts 0."""
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_stream(stream)
+        if group is not None:
+            pipe.xinfo_groups(stream)
+            pipe.xpending(stream, group)
+    results = pipe.execute(raise_on_error=False)
+    step = 1 if group is None else 3
+    published = delivered = acked = 0
+    for p in range(len(streams)):
+        info = results[p * step]
+        if isinstance(info, Exception):
+            continue
+        added = int(info.get("entries-added") or 0)
+        published += added
+        if group is None:
+            continue
+        groups, pending = results[p * step + 1], results[p * step + 2]
+        if isinstance(groups, Exception):
+            continue
+        found = next((g for g in groups if g["name"].decode() == group), None)
+        if found is None:
+            continue
+        held = pending["pending"] if isinstance(pending, dict) else 0
+        if is_queue:
+            gone = max(added - int(info.get("length") or 0), 0)
+            delivered += gone + held
+            acked += gone
+        else:
+            read = int(found.get("entries-read") or 0)
+            delivered += read
+            acked += max(read - held, 0)
+    return {"published_total": published, "delivered_total": delivered, "acked_total": acked}
+
+
+# --- the console's workbench: reads that change nothing, and dead letters by id ---------------
+
+
+def _unpack_fields(packed: bytes) -> list[bytes]:
+    """The field list of a delay-set member: what ``cmsgpack.pack`` makes of a Lua array of
+    strings (publish.lua), the only shape the engine ever packs."""
+    head = packed[0]
+    pos = 1
+    if head & 0xF0 == 0x90:
+        count = head & 0x0F
+    elif head == 0xDC:
+        count, pos = int.from_bytes(packed[1:3], "big"), 3
+    elif head == 0xDD:
+        count, pos = int.from_bytes(packed[1:5], "big"), 5
+    else:
+        raise ValueError(f"not a packed field list (0x{head:02x})")
+    items: list[bytes] = []
+    for _ in range(count):
+        tag = packed[pos]
+        if tag & 0xE0 == 0xA0:
+            size, pos = tag & 0x1F, pos + 1
+        elif tag in (0xD9, 0xC4):
+            size, pos = packed[pos + 1], pos + 2
+        elif tag in (0xDA, 0xC5):
+            size, pos = int.from_bytes(packed[pos + 1 : pos + 3], "big"), pos + 3
+        elif tag in (0xDB, 0xC6):
+            size, pos = int.from_bytes(packed[pos + 1 : pos + 5], "big"), pos + 5
+        else:
+            raise ValueError(f"not a packed string (0x{tag:02x})")
+        items.append(packed[pos : pos + size])
+        pos += size
+    return items
+
+
+def delayed_read(
+    client: redis.Redis, c: Consumer, *, start: int, limit: int
+) -> list[dict[str, Any]]:
+    """The messages of a queue's delay set, soonest due first, from position ``start``: each
+    as delivered, with ``due_ms``. Reading only (the due ones move at the next pull or tick)."""
+    members = cast(
+        "list[tuple[bytes, float]]",
+        client.zrange(c.delays[0], start, start + limit - 1, withscores=True),
+    )
+    out = []
+    for packed, due in members:
+        message = delivered(
+            _unpack_fields(packed), partition=0, offset="", attempt=None, ack_id=None
+        )
+        message["offset"] = None
+        message["due_ms"] = int(due)
+        message["state"] = "delayed"
+        out.append(message)
+    return out
+
+
+def lease_and_retry_times(
+    client: redis.Redis, c: Consumer, entry_ids: list[str]
+) -> list[tuple[int | None, int | None]]:
+    """(lease deadline, retry due time) in ms of each stored entry of a queue; None where the
+    entry holds no lease or waits for no retry."""
+    if not entry_ids:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for entry_id in entry_ids:
+        pipe.zscore(c.leases[0], entry_id)
+        pipe.zscore(c.retries[0], entry_id)
+    scores = pipe.execute()
+    return [
+        (
+            int(scores[i]) if scores[i] is not None else None,
+            int(scores[i + 1]) if scores[i + 1] is not None else None,
+        )
+        for i in range(0, len(scores), 2)
+    ]
+
+
+def redrive_ids(
+    client: redis.Redis,
+    dlq: Consumer,
+    entry_ids: list[str],
+    *,
+    targets: dict[str, tuple[str, str] | None],
+    default: tuple[str, str] | None,
+) -> dict[str, int]:
+    """:func:`redrive` of the dead letters stored at ``entry_ids`` only. An id that is not (or
+    no longer) a stored entry, a leased one, or one with nowhere to go counts as skipped."""
+    pipe = client.pipeline(transaction=False)
+    for entry_id in entry_ids:
+        pipe.xrange(dlq.streams[0], min=entry_id, max=entry_id, count=1)
+    found = cast("list[list[Entry]]", pipe.execute())
+    moved = skipped = 0
+    groups: dict[tuple[str, str], list[bytes]] = {}
+    for rows in found:
+        if not rows:
+            skipped += 1
+            continue
+        stored_id, fields = rows[0]
+        source = _source_of(fields_dict([x for pair in fields.items() for x in pair]))
+        target = default or targets.get(source or "")
+        if target is None:
+            skipped += 1
+            continue
+        groups.setdefault(target, []).append(stored_id)
+    for (stream, channel), ids in groups.items():
+        done = int(
+            scripts.REDRIVE.run(
+                client,
+                [dlq.streams[0], dlq.leases[0], dlq.retries[0], stream],
+                [dlq.group, channel, *ids],
+            )
+        )
+        if done < 0:
+            skipped += len(ids)
+        else:
+            moved += done
+            skipped += len(ids) - done
+    return {"moved": moved, "skipped": skipped}
+
+
+def delete_ids(client: redis.Redis, c: Consumer, entry_ids: list[str]) -> int:
+    """Delete the queue's stored entries at ``entry_ids`` (leased or not) in one MULTI (the
+    keys share the tenant's hash tag); the count deleted. Ids not stored change nothing."""
+    if not entry_ids:
+        return 0
+    pipe = client.pipeline(transaction=True)
+    pipe.xack(c.streams[0], c.group, *entry_ids)
+    pipe.zrem(c.leases[0], *entry_ids)
+    pipe.zrem(c.retries[0], *entry_ids)
+    pipe.xdel(c.streams[0], *entry_ids)
+    return int(pipe.execute()[-1])

@@ -103,9 +103,12 @@ def test_anonymous_post_creates_nothing(acme: TenantCtx) -> None:
 
 
 def test_logout_is_a_post_and_ends_the_session(initech: TenantCtx) -> None:
-    """Sign out is POST only; afterwards the dashboard asks for a login again."""
+    """Sign out is a POST (a GET answers a page with the sign-out button and signs nobody
+    out); afterwards the dashboard asks for a login again."""
     client = signed_in(initech.owner)
-    assert client.get("/logout/").status_code == 405
+    offer = client.get("/logout/")
+    assert offer.status_code == 200
+    assert 'action="/logout/"' in offer.content.decode()
     assert client.get("/").status_code == 200
     response = client.post("/logout/")
     assert response.status_code == 302

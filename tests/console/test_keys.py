@@ -31,10 +31,12 @@ def test_create_key_shows_the_secret_once(acme: TenantCtx, owner: Client) -> Non
     assert form.status_code == 200
     assert form.context["form"]["scopes"].initial == ["publish", "consume"]
 
-    response = owner.post(
+    created = owner.post(
         "/keys/new/",
         {"name": "ci", "scopes": ["publish", "manage"], "resources": "queue:orders, topic:ev.*"},
     )
+    assert created.status_code == 303  # POST, redirect, show once: a reload creates nothing
+    response = owner.get(created["Location"])
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     body = response.content.decode()

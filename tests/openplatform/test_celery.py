@@ -14,6 +14,7 @@ def test_the_schedule_names_every_background_task() -> None:
     assert sorted(entry["task"] for entry in SCHEDULE.values()) == [
         "queues.housekeeping",
         "queues.retention_trim",
+        "queues.sample_metrics",
         "queues.snapshot_positions",
         "tenants.flush_key_last_used",
         "tenants.usage_rollup",
