@@ -397,7 +397,13 @@ def topic_delete(*, tenant: Tenant, actor: str, topic: Topic) -> None:
         topic.partitions,
         topic.name,
     )
-    subs = list(Subscription.objects.for_tenant(tenant).filter(topic=topic).select_for_update())
+    # by name: the audit event lists them in a stable order (and locks are taken in one order)
+    subs = list(
+        Subscription.objects.for_tenant(tenant)
+        .filter(topic=topic)
+        .order_by("name")
+        .select_for_update()
+    )
     topic.delete()
     audit(
         tenant=tenant,
