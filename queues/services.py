@@ -311,28 +311,8 @@ def queue_redrive(
     ``may_target(name)`` restricts the default sources (a resource-limited API key may not
     write to every queue); the dead letters of the others stay and count as skipped."""
     redis = get_redis()
-    tenant_id = str(tenant.id)
-    dlq = queue_consumer(tenant_id, selectors.queue_document(queue))
-    default = None
-    targets: dict[str, tuple[str, str] | None] = {}
-    if to is not None:
-        target = Queue.objects.for_tenant(tenant).filter(name=to).first()
-        if target is None:
-            raise _field_error("to", f"No queue '{to}'.")
-        if target.pk == queue.pk:
-            raise _field_error("to", "Cannot redrive a queue into itself.")
-        tc = queue_consumer(tenant_id, selectors.queue_document(target))
-        default = (tc.streams[0], tc.channel)
-    else:
-        names = {
-            label.split(":", 1)[1]
-            for label in streams.dead_letter_sources(redis, dlq)
-            if label.startswith("queue:")
-            and (may_target is None or may_target(label.split(":", 1)[1]))
-        }
-        for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
-            sc = queue_consumer(tenant_id, selectors.queue_document(source))
-            targets[f"queue:{source.name}"] = (sc.streams[0], sc.channel)
+    dlq = queue_consumer(str(tenant.id), selectors.queue_document(queue))
+    default, targets = _redrive_targets(redis, tenant, queue, dlq, to, may_target)
     result = streams.redrive(
         redis, dlq, targets=targets, default=default, max_messages=max_messages
     )
@@ -880,27 +860,8 @@ def dead_letter_redrive(
     nowhere to go stay (or stay gone) and count as skipped."""
     chosen = _entry_ids(ids)
     redis = get_redis()
-    tenant_id = str(tenant.id)
-    dlq = queue_consumer(tenant_id, selectors.queue_document(queue))
-    default = None
-    targets: dict[str, tuple[str, str] | None] = {}
-    if to is not None:
-        target = Queue.objects.for_tenant(tenant).filter(name=to).first()
-        if target is None:
-            raise _field_error("to", f"No queue '{to}'.")
-        if target.pk == queue.pk:
-            raise _field_error("to", "Cannot redrive a queue into itself.")
-        tc = queue_consumer(tenant_id, selectors.queue_document(target))
-        default = (tc.streams[0], tc.channel)
-    else:
-        names = {
-            label.split(":", 1)[1]
-            for label in streams.dead_letter_sources(redis, dlq)
-            if label.startswith("queue:")
-        }
-        for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
-            sc = queue_consumer(tenant_id, selectors.queue_document(source))
-            targets[f"queue:{source.name}"] = (sc.streams[0], sc.channel)
+    dlq = queue_consumer(str(tenant.id), selectors.queue_document(queue))
+    default, targets = _redrive_targets(redis, tenant, queue, dlq, to, None)
     result = streams.redrive_ids(redis, dlq, chosen, targets=targets, default=default)
     audit(
         tenant=tenant,
@@ -928,3 +889,34 @@ def dead_letter_purge(*, tenant: Tenant, actor: str, queue: Queue, ids: list[str
         data={"purged": purged, "ids": chosen},
     )
     return purged
+
+
+def _redrive_targets(
+    redis: Any,
+    tenant: Tenant,
+    queue: Queue,
+    dlq: Consumer,
+    to: str | None,
+    may_target: Callable[[str], bool] | None,
+) -> tuple[tuple[str, str] | None, dict[str, tuple[str, str] | None]]:
+    """Where a redrive out of ``queue`` writes: (the ``to`` queue's stream and channel, or
+    None) and, without ``to``, each source label's; a 400 for a ``to`` that is no other queue."""
+    tenant_id = str(tenant.id)
+    targets: dict[str, tuple[str, str] | None] = {}
+    if to is not None:
+        target = Queue.objects.for_tenant(tenant).filter(name=to).first()
+        if target is None:
+            raise _field_error("to", f"No queue '{to}'.")
+        if target.pk == queue.pk:
+            raise _field_error("to", "Cannot redrive a queue into itself.")
+        tc = queue_consumer(tenant_id, selectors.queue_document(target))
+        return (tc.streams[0], tc.channel), targets
+    names = {
+        label.split(":", 1)[1]
+        for label in streams.dead_letter_sources(redis, dlq)
+        if label.startswith("queue:") and (may_target is None or may_target(label.split(":", 1)[1]))
+    }
+    for source in Queue.objects.for_tenant(tenant).filter(name__in=names):
+        sc = queue_consumer(tenant_id, selectors.queue_document(source))
+        targets[f"queue:{source.name}"] = (sc.streams[0], sc.channel)
+    return None, targets
