@@ -346,7 +346,8 @@ class SubscriptionDeleteView(ResourceDeleteView):
         )
 
 
-# Included by console/urls.py after the create routes, so "queues/new/" stays the form.
+# The create forms live under /new/ (console/urls.py), so every valid name, "new" included,
+# has its page here.
 urlpatterns = [
     path("queues/", QueueListView.as_view(), name="queue-list"),
     path("queues/<str:name>/", QueueDetailView.as_view(), name="queue-detail"),

@@ -22,7 +22,7 @@ def test_owner_sees_queue_stats_and_creates_a_queue(
     assert row.locator("td.num").first.inner_text().strip() == "3"
 
     page.get_by_role("link", name="New queue").click()
-    page.wait_for_url(at_path("/queues/new/"))
+    page.wait_for_url(at_path("/new/queue/"))
     page.get_by_label("Name").fill("invoices")
     page.get_by_role("button", name=re.compile("Create")).click()
     page.wait_for_url(at_path("/"))
@@ -68,7 +68,7 @@ def test_viewer_sees_no_write_buttons_and_a_post_is_refused(viewer_page: Any, si
 
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
     refused = page.request.post(
-        "/queues/new/",
+        "/new/queue/",
         form={"name": "sneaky", "csrfmiddlewaretoken": token},
         headers={"Referer": site.url + "/"},
     )

@@ -33,7 +33,7 @@ def test_screenshots(owner_page: Any, owner_phone: Any) -> None:
     open menu: each written as a PNG."""
     owner_page.goto("/")
     written = [shoot(owner_page, "dashboard")]
-    owner_page.goto("/queues/new/")
+    owner_page.goto("/new/queue/")
     written.append(shoot(owner_page, "queue-form"))
     owner_page.goto("/v1/docs")
     owner_page.locator(".opblock").first.wait_for()

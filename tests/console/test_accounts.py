@@ -52,7 +52,7 @@ def test_signup_signs_in_sends_the_link_and_keeps_the_tenant_read_only(db: Any) 
     dashboard = client.get("/")
     assert dashboard.status_code == 200
     assert "Confirm your address" in dashboard.content.decode()
-    assert client.post("/queues/new/", {"name": "orders"}).status_code == 403
+    assert client.post("/new/queue/", {"name": "orders"}).status_code == 403
     assert not Queue.objects.for_tenant(tenant).exists()
 
     landed = client.get(_link(VERIFY_LINK, mail.outbox[0].body))
@@ -61,7 +61,7 @@ def test_signup_signs_in_sends_the_link_and_keeps_the_tenant_read_only(db: Any) 
     tenant.refresh_from_db()
     assert tenant.is_active is True
     assert AccountVerification.objects.get(user=user).verified_at is not None
-    assert client.get("/queues/new/").status_code == 200
+    assert client.get("/new/queue/").status_code == 200
     actions = AuditEvent.objects.for_tenant(tenant).order_by("id").values_list("action", flat=True)
     assert list(actions) == ["tenant.create", "account.signup", "account.verify"]
 

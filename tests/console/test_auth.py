@@ -22,9 +22,9 @@ from tests.factories import (
 
 CONSOLE_PAGES = [
     "/",
-    "/queues/new/",
-    "/topics/new/",
-    "/subscriptions/new/",
+    "/new/queue/",
+    "/new/topic/",
+    "/new/subscription/",
     "/keys/new/",
     "/keys/00000000-0000-0000-0000-000000000000/revoke/",
 ]
@@ -96,7 +96,7 @@ def test_anonymous_visitors_are_sent_to_login(db: Any, path: str) -> None:
 
 def test_anonymous_post_creates_nothing(acme: TenantCtx) -> None:
     """A write without a login is redirected to the sign-in page and stores nothing."""
-    response = Client().post("/queues/new/", {"name": "orders"})
+    response = Client().post("/new/queue/", {"name": "orders"})
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
     assert not Queue.objects.for_tenant(acme.tenant).exists()

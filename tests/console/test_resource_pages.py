@@ -212,10 +212,10 @@ def test_empty_lists_say_so(acme: TenantCtx, owner: Client, viewer: Client) -> N
     """No resource yet: an invitation to create one (writers only); no match: the search."""
     body = owner.get("/queues/").content.decode()
     assert "No queues yet." in body
-    assert 'href="/queues/new/"' in body
+    assert 'href="/new/queue/"' in body
     viewer_body = viewer.get("/queues/").content.decode()
     assert "No queues yet." in viewer_body
-    assert 'href="/queues/new/"' not in viewer_body
+    assert 'href="/new/queue/"' not in viewer_body
     assert "No topics yet." in owner.get("/topics/").content.decode()
     assert "No subscriptions yet." in owner.get("/subscriptions/").content.decode()
     make_queue(tenant=acme.tenant, name="orders")
@@ -286,6 +286,23 @@ def test_queue_page_shows_every_setting(acme: TenantCtx, owner: Client) -> None:
     ):
         assert text in body, text
     assert "{#" not in body  # no template comment leaks into the page
+
+
+def test_resources_named_new_have_their_pages(acme: TenantCtx, owner: Client) -> None:
+    """"new" is a valid name: the create forms live under /new/, so nothing shadows the pages
+    of a queue, topic or subscription called that."""
+    make_queue(tenant=acme.tenant, name="new")
+    make_topic(tenant=acme.tenant, name="new")
+    make_subscription(tenant=acme.tenant, name="new", topic="new")
+    for path, kind in (
+        ("/queues/new/", "queue"),
+        ("/topics/new/", "topic"),
+        ("/subscriptions/new/", "subscription"),
+    ):
+        response = owner.get(path)
+        assert response.status_code == 200, path
+        assert response.context[kind].name == "new", path
+    assert "form" in owner.get("/new/queue/").context
 
 
 def test_dead_letter_queue_page_names_its_users(acme: TenantCtx, owner: Client) -> None:
@@ -503,7 +520,7 @@ def test_create_subscription_with_filter_dead_letters_and_backoff(
     """The create form covers the filter, the dead-letter pair, the backoff and visibility."""
     make_queue(tenant=acme.tenant, name="dlq")
     make_topic(tenant=acme.tenant, name="events")
-    form = owner.get("/subscriptions/new/").context["form"]
+    form = owner.get("/new/subscription/").context["form"]
     assert list(form.fields) == [
         "name",
         "topic",
@@ -516,7 +533,7 @@ def test_create_subscription_with_filter_dead_letters_and_backoff(
         "retry_backoff_max",
     ]
     response = owner.post(
-        "/subscriptions/new/",
+        "/new/subscription/",
         {
             "name": "billing",
             "topic": "events",

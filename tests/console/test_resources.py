@@ -36,8 +36,8 @@ def queue_form(**changes: object) -> dict[str, object]:
 def test_create_queue(acme: TenantCtx, owner: Client) -> None:
     """A valid form creates the queue through the service, audits it as the signed-in user,
     and returns to the dashboard with a confirmation."""
-    assert owner.get("/queues/new/").status_code == 200
-    response = owner.post("/queues/new/", queue_form())
+    assert owner.get("/new/queue/").status_code == 200
+    response = owner.post("/new/queue/", queue_form())
     assert response.status_code == 302
     assert response["Location"] == "/#queues"
     queue = Queue.objects.for_tenant(acme.tenant).get()
@@ -57,10 +57,10 @@ def test_create_queue(acme: TenantCtx, owner: Client) -> None:
 def test_create_queue_with_a_dead_letter_queue(acme: TenantCtx, owner: Client) -> None:
     """The dead-letter choice lists the tenant's queues and is stored with the attempts."""
     make_queue(tenant=acme.tenant, name="orders-dlq")
-    form = owner.get("/queues/new/").context["form"]
+    form = owner.get("/new/queue/").context["form"]
     assert form.fields["dead_letter_queue"].choices == [("", "None"), ("orders-dlq", "orders-dlq")]
     response = owner.post(
-        "/queues/new/", queue_form(dead_letter_queue="orders-dlq", max_delivery_attempts=5)
+        "/new/queue/", queue_form(dead_letter_queue="orders-dlq", max_delivery_attempts=5)
     )
     assert response.status_code == 302
     queue = Queue.objects.for_tenant(acme.tenant).get(name="orders")
@@ -69,7 +69,7 @@ def test_create_queue_with_a_dead_letter_queue(acme: TenantCtx, owner: Client) -
 
 def test_service_errors_show_on_the_form(acme: TenantCtx, owner: Client) -> None:
     """A name the service rejects is shown beside the field and nothing is stored."""
-    response = owner.post("/queues/new/", queue_form(name="-bad name"))
+    response = owner.post("/new/queue/", queue_form(name="-bad name"))
     assert response.status_code == 200
     assert response.context["form"].errors == {
         "name": ["1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric."]
@@ -81,7 +81,7 @@ def test_service_errors_show_on_the_form(acme: TenantCtx, owner: Client) -> None
 def test_dead_letter_queue_needs_attempts(acme: TenantCtx, owner: Client) -> None:
     """The service's rule that both go together comes back as a field error."""
     make_queue(tenant=acme.tenant, name="dlq")
-    response = owner.post("/queues/new/", queue_form(dead_letter_queue="dlq"))
+    response = owner.post("/new/queue/", queue_form(dead_letter_queue="dlq"))
     assert response.status_code == 200
     assert response.context["form"].errors == {
         "max_delivery_attempts": [
@@ -93,8 +93,8 @@ def test_dead_letter_queue_needs_attempts(acme: TenantCtx, owner: Client) -> Non
 
 def test_duplicate_queue_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
     """A taken name (a Conflict) is shown on top of the form; the first queue is untouched."""
-    owner.post("/queues/new/", queue_form())
-    response = owner.post("/queues/new/", queue_form(visibility_timeout=99))
+    owner.post("/new/queue/", queue_form())
+    response = owner.post("/new/queue/", queue_form(visibility_timeout=99))
     assert response.status_code == 200
     assert response.context["form"].non_field_errors() == ["A queue named 'orders' already exists."]
     assert "already exists" in response.content.decode()
@@ -107,7 +107,7 @@ def test_quota_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
     plan = acme.tenant.plan
     plan.max_queues = 0
     plan.save(update_fields=["max_queues"])
-    response = owner.post("/queues/new/", queue_form())
+    response = owner.post("/new/queue/", queue_form())
     assert response.status_code == 200
     assert response.context["form"].non_field_errors() == ["The plan allows 0 queues."]
     assert not Queue.objects.for_tenant(acme.tenant).exists()
@@ -115,9 +115,9 @@ def test_quota_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
 
 def test_create_topic(acme: TenantCtx, owner: Client) -> None:
     """A topic with 3 partitions is created and audited."""
-    assert owner.get("/topics/new/").status_code == 200
+    assert owner.get("/new/topic/").status_code == 200
     response = owner.post(
-        "/topics/new/", {"name": "events", "partitions": 3, "retention_seconds": 3600}
+        "/new/topic/", {"name": "events", "partitions": 3, "retention_seconds": 3600}
     )
     assert response.status_code == 302
     assert response["Location"] == "/#topics"
@@ -129,7 +129,7 @@ def test_create_topic(acme: TenantCtx, owner: Client) -> None:
 def test_topic_partitions_are_checked(acme: TenantCtx, owner: Client) -> None:
     """More than 64 partitions is refused by the service, beside the field."""
     response = owner.post(
-        "/topics/new/", {"name": "events", "partitions": 65, "retention_seconds": 3600}
+        "/new/topic/", {"name": "events", "partitions": 65, "retention_seconds": 3600}
     )
     assert response.status_code == 200
     assert response.context["form"].errors == {
@@ -141,10 +141,10 @@ def test_topic_partitions_are_checked(acme: TenantCtx, owner: Client) -> None:
 def test_create_subscription(acme: TenantCtx, owner: Client) -> None:
     """The topic choice lists the tenant's topics; the subscription is created and audited."""
     make_topic(tenant=acme.tenant, name="events")
-    form = owner.get("/subscriptions/new/").context["form"]
+    form = owner.get("/new/subscription/").context["form"]
     assert form.fields["topic"].choices == [("events", "events")]
     response = owner.post(
-        "/subscriptions/new/",
+        "/new/subscription/",
         {"name": "audit", "topic": "events", "start_at": "earliest", "visibility_timeout": 30},
     )
     assert response.status_code == 302
@@ -159,7 +159,7 @@ def test_subscription_to_another_tenants_topic_is_refused(
     """Only the tenant's own topics can be chosen; Globex's is not a valid choice."""
     make_topic(tenant=globex.tenant, name="globex-events")
     response = owner.post(
-        "/subscriptions/new/",
+        "/new/subscription/",
         {"name": "spy", "topic": "globex-events", "start_at": "latest", "visibility_timeout": 30},
     )
     assert response.status_code == 200

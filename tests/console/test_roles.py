@@ -47,14 +47,14 @@ def test_viewer_sees_everything_without_write_buttons(
     assert "orders" in body
     assert "events" in body
     assert "Read-only" in body
-    for path in ("/queues/new/", "/topics/new/", "/subscriptions/new/", "/keys/new/"):
+    for path in ("/new/queue/", "/new/topic/", "/new/subscription/", "/keys/new/"):
         assert f'href="{path}"' not in body
     assert f"/keys/{furnished}/revoke/" not in body
 
 
 def test_owner_sees_write_buttons(acme: TenantCtx, furnished: str, owner: Client) -> None:
     body = owner.get("/").content.decode()
-    for path in ("/queues/new/", "/topics/new/", "/subscriptions/new/", "/keys/new/"):
+    for path in ("/new/queue/", "/new/topic/", "/new/subscription/", "/keys/new/"):
         assert f'href="{path}"' in body
     assert f"/keys/{furnished}/revoke/" in body
 
@@ -63,7 +63,7 @@ def test_owner_sees_write_buttons(acme: TenantCtx, furnished: str, owner: Client
     ("path", "data"),
     [
         (
-            "/queues/new/",
+            "/new/queue/",
             {
                 "name": "sneaky",
                 "visibility_timeout": 30,
@@ -71,9 +71,9 @@ def test_owner_sees_write_buttons(acme: TenantCtx, furnished: str, owner: Client
                 "retention_seconds": 3600,
             },
         ),
-        ("/topics/new/", {"name": "sneaky", "partitions": 1, "retention_seconds": 3600}),
+        ("/new/topic/", {"name": "sneaky", "partitions": 1, "retention_seconds": 3600}),
         (
-            "/subscriptions/new/",
+            "/new/subscription/",
             {"name": "sneaky", "topic": "events", "start_at": "latest", "visibility_timeout": 30},
         ),
         ("/keys/new/", {"name": "sneaky", "scopes": ["manage"]}),
@@ -97,7 +97,7 @@ def test_viewer_writes_are_403_and_change_nothing(
 def test_admins_and_developers_can_write(acme: TenantCtx, role: Role) -> None:
     client = signed_in(make_member(tenant=acme.tenant, email=f"{role}@acme.test", role=role))
     response = client.post(
-        "/topics/new/", {"name": "by-" + role, "partitions": 1, "retention_seconds": 3600}
+        "/new/topic/", {"name": "by-" + role, "partitions": 1, "retention_seconds": 3600}
     )
     assert response.status_code == 302
     event = AuditEvent.objects.for_tenant(acme.tenant).get(action="topic.create")
@@ -109,7 +109,7 @@ def test_suspended_tenant_is_read_only(acme: TenantCtx, owner: Client) -> None:
     acme.tenant.is_active = False
     acme.tenant.save(update_fields=["is_active"])
     assert owner.get("/").context["can_write"] is False
-    response = owner.post("/topics/new/", {"name": "x", "partitions": 1, "retention_seconds": 60})
+    response = owner.post("/new/topic/", {"name": "x", "partitions": 1, "retention_seconds": 60})
     assert response.status_code == 403
     assert not Topic.objects.for_tenant(acme.tenant).exists()
 
@@ -118,7 +118,7 @@ def test_writes_need_the_csrf_token(acme: TenantCtx) -> None:
     """A cross-site form post (no CSRF token) is refused and stores nothing."""
     owner = make_member(tenant=acme.tenant, email="csrf@acme.test", role=Role.OWNER)
     client = signed_in(owner, enforce_csrf_checks=True)
-    response = client.post("/topics/new/", {"name": "x", "partitions": 1, "retention_seconds": 60})
+    response = client.post("/new/topic/", {"name": "x", "partitions": 1, "retention_seconds": 60})
     assert response.status_code == 403
     assert not Topic.objects.for_tenant(acme.tenant).exists()
 

@@ -85,7 +85,7 @@ def test_the_dashboard_and_a_form(acme: TenantCtx) -> None:
     make_subscription(tenant=acme.tenant, name="audit", topic=topic.name)
     owner = signed_in(acme.owner)
     assert_strict_page(owner.get("/"))
-    assert_strict_page(owner.get("/queues/new/"))
+    assert_strict_page(owner.get("/new/queue/"))
 
 
 def test_the_lock_out_page(db: Any, settings: Any) -> None:
