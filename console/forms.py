@@ -62,15 +62,12 @@ def _name_field(placeholder: str) -> forms.CharField:
     )
 
 
-class QueueForm(forms.Form):
+class QueueForm(DeliveryForm):
+    """A new queue: its name, delay and retention, and the delivery settings the edit form
+    offers too (visibility, dead letters, retry backoff; ``queue_names``: the dead-letter
+    queues to offer)."""
+
     name = _name_field("orders")
-    visibility_timeout = forms.IntegerField(
-        label="Visibility timeout (seconds)",
-        min_value=0,
-        max_value=limits.MAX_VISIBILITY_TIMEOUT,
-        initial=limits.DEFAULT_VISIBILITY_TIMEOUT,
-        help_text="How long a pulled message stays hidden before it is delivered again.",
-    )
     delay_seconds = forms.IntegerField(
         label="Delivery delay (seconds)",
         min_value=0,
@@ -86,23 +83,17 @@ class QueueForm(forms.Form):
         help_text=f"From {limits.MIN_RETENTION_SECONDS} seconds to 14 days "
         f"({limits.MAX_RETENTION_SECONDS}). Default: 4 days.",
     )
-    dead_letter_queue = forms.ChoiceField(
-        label="Dead-letter queue",
-        required=False,
-        help_text="Where messages go after too many failed deliveries.",
-    )
-    max_delivery_attempts = forms.IntegerField(
-        label="Max delivery attempts",
-        min_value=1,
-        max_value=limits.MAX_DELIVERY_ATTEMPTS,
-        required=False,
-        help_text="Needed with a dead-letter queue.",
-    )
 
-    def __init__(self, *args: Any, queue_names: list[str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        choices = [("", "None")] + [(n, n) for n in queue_names]
-        cast(forms.ChoiceField, self.fields["dead_letter_queue"]).choices = choices
+    field_order = [
+        "name",
+        "visibility_timeout",
+        "delay_seconds",
+        "retention_seconds",
+        "dead_letter_queue",
+        "max_delivery_attempts",
+        "retry_backoff_min",
+        "retry_backoff_max",
+    ]
 
 
 class TopicForm(forms.Form):

@@ -1,7 +1,7 @@
 """A page per queue, topic and subscription, and the lists that lead to them.
 
 Lists are searched and sorted by PostgreSQL (natural order: "q2" before "q10") and paged,
-so a page costs the same few queries and one Redis call per row shown however many
+so a page costs the same few queries and one Redis pipeline however many
 resources the tenant has. A name is looked up within the session's tenant only: another
 tenant's is a 404. Viewers see every page; editing and deleting are writer views (403).
 """

@@ -326,11 +326,9 @@ class QueueCreateView(ServiceFormView):
             tenant=self.tenant,
             actor=self.actor,
             name=data["name"],
-            visibility_timeout=data["visibility_timeout"],
             delay_seconds=data["delay_seconds"],
             retention_seconds=data["retention_seconds"],
-            dead_letter_queue=data["dead_letter_queue"] or None,
-            max_delivery_attempts=data["max_delivery_attempts"],
+            **delivery_settings(data),
         )
         return self.done(f"Queue \u201c{queue.name}\u201d created.")
 

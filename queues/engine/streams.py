@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import orjson
 import redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from kernel.errors import InvalidRequest
@@ -171,17 +172,22 @@ def current_stats(
     max_delivery_attempts, to the dead-letter queue), as beat does every few seconds, so an
     expired lease with a backoff to wait out counts as delayed, not available, and a last
     attempt is already a dead letter. (A filtered subscription still counts unread messages
-    its filter will skip as available: telling them apart would mean reading them.) One
-    pipelined round trip for the due work (after the pipeline's SCRIPT EXISTS, see
-    ``Script.queue``), one per consumer for the counts."""
+    its filter will skip as available: telling them apart would mean reading them.)
+
+    One pipelined round trip for every consumer however many there are (after the pipeline's
+    SCRIPT EXISTS, see ``Script.queue``): the due work's scripts first, then the counts, which
+    Redis runs in that order on the one connection, so the counts see the work done. One more
+    only when subscriptions have unread messages (see :func:`_tally`)."""
     if not consumers:
         return []
     pipe = client.pipeline(transaction=False)
     for c in consumers:
         keys, args = dataplane.pull_call(c, 0, None, now_ms)
         scripts.PULL.queue(pipe, keys, args)
-    pipe.execute(raise_on_error=False)
-    return [consumer_stats(client, c, now_ms) for c in consumers]
+    for c in consumers:
+        _queue_counts(pipe, c, now_ms)
+    replies = pipe.execute(raise_on_error=False)
+    return _tally(client, consumers, replies[len(consumers) :], now_ms)
 
 
 def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, int]:
@@ -192,6 +198,16 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
     counts delayed messages and retries not yet due; the oldest age is that of the oldest
     message not yet acknowledged."""
     pipe = client.pipeline(transaction=False)
+    _queue_counts(pipe, c, now_ms)
+    return _tally(client, [c], pipe.execute(raise_on_error=False), now_ms)[0]
+
+
+#: How many replies :func:`_queue_counts` adds to a pipeline per partition.
+_COUNTS_PER_PARTITION = 10
+
+
+def _queue_counts(pipe: Pipeline, c: Consumer, now_ms: int) -> None:
+    """Add what :func:`_tally` reads of each of ``c``'s partitions to ``pipe``."""
     for p in range(c.partitions):
         stream = c.streams[p]
         pipe.xinfo_groups(stream)
@@ -204,45 +220,74 @@ def consumer_stats(client: redis.Redis, c: Consumer, now_ms: int) -> dict[str, i
         pipe.zcount(c.delays[p], "-inf", now_ms)
         pipe.xpending(stream, c.group)
         pipe.xrange(stream, count=1)
-    results = pipe.execute(raise_on_error=False)
-    available = in_flight = delayed = 0
+
+
+@dataclass
+class _Tally:
+    available: int = 0
+    in_flight: int = 0
+    delayed: int = 0
     oldest_ms: int | None = None
-    for p in range(c.partitions):
-        (groups, length, leases, expired, retries, retries_due, delays, delays_due, pending,
-         head) = results[p * 10 : p * 10 + 10]  # fmt: skip
-        if isinstance(groups, Exception):
-            continue
-        group = next((g for g in groups if g["name"].decode() == c.group), None)
-        if group is None:
-            continue
-        if c.is_queue:
-            undelivered = length - (pending["pending"] if isinstance(pending, dict) else 0)
-        else:
-            lag = group.get("lag")
-            undelivered = lag if isinstance(lag, int) else 0
-        in_flight += leases - expired
-        available += max(undelivered, 0) + expired + retries_due + delays_due
-        delayed += (retries - retries_due) + (delays - delays_due)
-        candidates = []
-        if isinstance(pending, dict) and pending.get("pending"):
-            candidates.append(pending["min"])
-        if c.is_queue and head:
-            candidates.append(head[0][0])
-        elif not c.is_queue and undelivered > 0:
-            nxt = _xrange(
-                client, c.streams[p], start="(" + group["last-delivered-id"].decode(), count=1
-            )
-            if nxt:
-                candidates.append(nxt[0][0])
-        for entry_id in candidates:
-            ms = int(entry_id.split(b"-")[0])
-            oldest_ms = ms if oldest_ms is None else min(oldest_ms, ms)
-    return {
-        "available": available,
-        "in_flight": in_flight,
-        "delayed": delayed,
-        "oldest_age_seconds": max(0, (now_ms - oldest_ms) // 1000) if oldest_ms else 0,
-    }
+
+    def saw(self, entry_id: bytes) -> None:
+        """Note an unacknowledged message's id for the oldest age."""
+        ms = int(entry_id.split(b"-")[0])
+        self.oldest_ms = ms if self.oldest_ms is None else min(self.oldest_ms, ms)
+
+    def stats(self, now_ms: int) -> dict[str, int]:
+        oldest = self.oldest_ms
+        return {
+            "available": self.available,
+            "in_flight": self.in_flight,
+            "delayed": self.delayed,
+            "oldest_age_seconds": max(0, (now_ms - oldest) // 1000) if oldest else 0,
+        }
+
+
+def _tally(
+    client: redis.Redis, consumers: list[Consumer], replies: list[Any], now_ms: int
+) -> list[dict[str, int]]:
+    """The stats of each consumer from its replies to :func:`_queue_counts`, in order. A
+    partition whose group is missing counts nothing. A subscription's oldest unread message
+    is the first entry after its group's last-delivered id, which only those replies tell: the
+    partitions with unread messages are read for it in one more pipeline, all together."""
+    tallies = [_Tally() for _ in consumers]
+    unread: list[tuple[_Tally, str, str]] = []  # (whose, stream, XRANGE start)
+    at = 0
+    for c, tally in zip(consumers, tallies, strict=True):
+        for p in range(c.partitions):
+            (groups, length, leases, expired, retries, retries_due, delays, delays_due, pending,
+             head) = replies[at : at + _COUNTS_PER_PARTITION]  # fmt: skip
+            at += _COUNTS_PER_PARTITION
+            if isinstance(groups, Exception):
+                continue
+            group = next((g for g in groups if g["name"].decode() == c.group), None)
+            if group is None:
+                continue
+            if c.is_queue:
+                undelivered = length - (pending["pending"] if isinstance(pending, dict) else 0)
+            else:
+                lag = group.get("lag")
+                undelivered = lag if isinstance(lag, int) else 0
+            tally.in_flight += leases - expired
+            tally.available += max(undelivered, 0) + expired + retries_due + delays_due
+            tally.delayed += (retries - retries_due) + (delays - delays_due)
+            if isinstance(pending, dict) and pending.get("pending"):
+                tally.saw(pending["min"])
+            if c.is_queue and head:
+                tally.saw(head[0][0])
+            elif not c.is_queue and undelivered > 0:
+                start = "(" + group["last-delivered-id"].decode()
+                unread.append((tally, c.streams[p], start))
+    if unread:
+        pipe = client.pipeline(transaction=False)
+        for _, stream, start in unread:
+            pipe.xrange(stream, min=start, count=1)
+        found = cast("list[list[Entry]]", pipe.execute())
+        for (tally, _, _), entries in zip(unread, found, strict=True):
+            if entries:
+                tally.saw(entries[0][0])
+    return [tally.stats(now_ms) for tally in tallies]
 
 
 # --- reading without leasing ------------------------------------------------------------------
@@ -653,13 +698,10 @@ def redrive_ids(
 
 
 def delete_ids(client: redis.Redis, c: Consumer, entry_ids: list[str]) -> int:
-    """Delete the queue's stored entries at ``entry_ids`` (leased or not) in one MULTI (the
-    keys share the tenant's hash tag); the count deleted. Ids not stored change nothing."""
+    """Delete the queue's stored entries at ``entry_ids`` (leased or not) with their pending
+    entries, leases and retries, in one atomic step (see delete_ids.lua); the count deleted.
+    Ids not stored count 0 and change nothing but what was left of them."""
     if not entry_ids:
         return 0
-    pipe = client.pipeline(transaction=True)
-    pipe.xack(c.streams[0], c.group, *entry_ids)
-    pipe.zrem(c.leases[0], *entry_ids)
-    pipe.zrem(c.retries[0], *entry_ids)
-    pipe.xdel(c.streams[0], *entry_ids)
-    return int(pipe.execute()[-1])
+    keys = [c.streams[0], c.leases[0], c.retries[0]]
+    return int(scripts.DELETE_IDS.run(client, keys, [c.group, *entry_ids]))

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from django.test import Client
+from typing import Any
 
+import pytest
+from django.test import Client
+from rest_framework import serializers
+
+from api.views.queues import QueueListCreateView
+from api.views.subscriptions import SubscriptionListCreateView
+from api.views.topics import TopicListCreateView
+from kernel.redis_client import get_redis
+from kernel.redis_keys import tenant_scan_pattern, topic_partition_stream
 from queues.models import Queue, Subscription, Topic
 from tenants.models import AuditEvent
 from tests.factories import TenantCtx, make_queue, make_topic
@@ -166,3 +175,128 @@ def test_subscription_to_another_tenants_topic_is_refused(
     assert "topic" in response.context["form"].errors
     assert not Subscription.objects.for_tenant(acme.tenant).exists()
     assert not Subscription.objects.for_tenant(globex.tenant).exists()
+
+
+# --- what the create forms offer ---------------------------------------------------------------
+
+#: The API's create fields that a form splits into (or names as) other fields.
+FORM_FIELDS_OF_API_FIELD = {
+    "retry_backoff": ["retry_backoff_min", "retry_backoff_max"],
+    "filter": ["filter_attributes"],
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "api_input"),
+    [
+        ("/new/queue/", QueueListCreateView.InputSerializer),
+        ("/new/topic/", TopicListCreateView.InputSerializer),
+        ("/new/subscription/", SubscriptionListCreateView.InputSerializer),
+    ],
+)
+def test_create_forms_offer_every_field_the_api_takes_on_create(
+    owner: Client, path: str, api_input: type[serializers.Serializer[Any]]
+) -> None:
+    """What POST /v1/queues, /v1/topics and /v1/subscriptions accept, the console's create
+    form offers too, so nothing needs a second step (an edit) after creating."""
+    form = owner.get(path).context["form"]
+    wanted = [
+        field for name in api_input().fields for field in FORM_FIELDS_OF_API_FIELD.get(name, [name])
+    ]
+    assert sorted(form.fields) == sorted(wanted)
+
+
+def tenant_redis_keys(ctx: TenantCtx) -> list[bytes]:
+    return sorted(get_redis().keys(tenant_scan_pattern(str(ctx.tenant.id))))
+
+
+def test_create_queue_with_a_retry_backoff(acme: TenantCtx, owner: Client) -> None:
+    """The create form offers the edit form's backoff fields, in the edit form's order, and
+    the queue is created with the backoff in one step (one audit event, the page shows it)."""
+    form = owner.get("/new/queue/").context["form"]
+    assert list(form.fields) == [
+        "name",
+        "visibility_timeout",
+        "delay_seconds",
+        "retention_seconds",
+        "dead_letter_queue",
+        "max_delivery_attempts",
+        "retry_backoff_min",
+        "retry_backoff_max",
+    ]
+    assert (form["retry_backoff_min"].initial, form["retry_backoff_max"].initial) == (0, 600)
+    response = owner.post(
+        "/new/queue/", queue_form(retry_backoff_min=5, retry_backoff_max=90, delay_seconds=2)
+    )
+    assert response.status_code == 302
+    queue = Queue.objects.for_tenant(acme.tenant).get()
+    assert (
+        queue.name,
+        queue.visibility_timeout,
+        queue.delay_seconds,
+        queue.retention_seconds,
+        queue.dead_letter_queue,
+        queue.max_delivery_attempts,
+        queue.retry_backoff_min,
+        queue.retry_backoff_max,
+    ) == ("orders", 45, 2, 86400, None, None, 5, 90)
+    assert audit_trail(acme) == [(ACTOR, "queue.create", "orders")]
+    page = owner.get("/queues/orders/").content.decode()
+    assert "<dt>Retry backoff</dt><dd>5 s to 1 min 30 s" in page
+
+
+def test_empty_backoff_fields_create_the_default_backoff(acme: TenantCtx, owner: Client) -> None:
+    """Left empty (or not sent at all), the backoff is the default: 0 to 600 seconds."""
+    owner.post("/new/queue/", queue_form(retry_backoff_min="", retry_backoff_max=""))
+    owner.post("/new/queue/", queue_form(name="billing"))
+    rows = Queue.objects.for_tenant(acme.tenant).order_by("name")
+    assert [(q.name, q.retry_backoff_min, q.retry_backoff_max) for q in rows] == [
+        ("billing", 0, 600),
+        ("orders", 0, 600),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "errors"),
+    [
+        (50, 5, {"retry_backoff_max": ["At least the first wait."]}),
+        # An empty longest wait is the default 600 s, shorter than this first wait.
+        (700, "", {"retry_backoff_max": ["At least the first wait."]}),
+        (-1, 5, {"retry_backoff_min": ["Ensure this value is greater than or equal to 0."]}),
+        (0, 43201, {"retry_backoff_max": ["Ensure this value is less than or equal to 43200."]}),
+    ],
+)
+def test_a_refused_backoff_creates_no_queue(
+    acme: TenantCtx, owner: Client, low: object, high: object, errors: dict[str, list[str]]
+) -> None:
+    """The edit form's checks refuse the backoff beside its field; no row, no audit event and
+    no Redis structure is left behind."""
+    response = owner.post("/new/queue/", queue_form(retry_backoff_min=low, retry_backoff_max=high))
+    assert response.status_code == 200
+    assert response.context["form"].errors == errors
+    assert not Queue.objects.for_tenant(acme.tenant).exists()
+    assert audit_trail(acme) == []
+    assert tenant_redis_keys(acme) == []
+
+
+def test_a_refused_backoff_creates_no_subscription(acme: TenantCtx, owner: Client) -> None:
+    """The subscription form shares the check: refused, no row, no audit event and no
+    consumer group on the topic's partitions."""
+    topic = make_topic(tenant=acme.tenant, name="events", partitions=2)
+    response = owner.post(
+        "/new/subscription/",
+        {
+            "name": "billing",
+            "topic": "events",
+            "start_at": "earliest",
+            "visibility_timeout": 30,
+            "retry_backoff_min": 50,
+            "retry_backoff_max": 5,
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors == {"retry_backoff_max": ["At least the first wait."]}
+    assert not Subscription.objects.for_tenant(acme.tenant).exists()
+    assert audit_trail(acme) == []
+    streams = [topic_partition_stream(str(acme.tenant.id), str(topic.id), p) for p in (0, 1)]
+    assert [get_redis().xinfo_groups(stream) for stream in streams] == [[], []]

@@ -20,7 +20,16 @@ from queues.engine.targets import (
     topic_destination,
 )
 from queues.models import ConsumerPosition
-from tests.engine import ack, bodies, publish, publish_to_queue, pull, queue_reader, queue_writer
+from tests.engine import (
+    ack,
+    bodies,
+    publish,
+    publish_to_queue,
+    pull,
+    queue_reader,
+    queue_writer,
+    settle,
+)
 from tests.factories import TenantCtx, make_queue, make_subscription, make_topic
 
 
@@ -194,3 +203,59 @@ class TestStatsAndPurge:
             map(int, results[1]["offset"].split("-"))
         )
         assert bodies(pull(consumer, now=now_ms())) == [4]
+
+
+def _queue_state(consumer: Any) -> dict[str, Any]:
+    """Every structure of a queue that names entry ids, plus its delay set's size."""
+    redis = get_redis()
+    stream, lease, retry = consumer.streams[0], consumer.leases[0], consumer.retries[0]
+    pending = redis.xpending_range(stream, consumer.group, min="-", max="+", count=100)
+    return {
+        "stream": [entry_id.decode() for entry_id, _ in redis.xrange(stream)],
+        "pending": [(p["message_id"].decode(), p["times_delivered"]) for p in pending],
+        "leases": [m.decode() for m in redis.zrange(lease, 0, -1)],
+        "retries": [m.decode() for m in redis.zrange(retry, 0, -1)],
+        "delayed": redis.zcard(consumer.delays[0]),
+    }
+
+
+def test_delete_ids_removes_present_and_in_flight_entries_and_counts_absent_ones_0(
+    orders: tuple[Any, Any],
+) -> None:
+    """Deleting an in-flight, a retrying, an available and an absent id deletes the three
+    stored entries with their pending entries, lease and retry (count 3); the other in-flight
+    and available messages and the delayed one stay as they were, and the deleted ones are
+    never delivered again. Deleting them once more deletes nothing."""
+    dest, consumer = orders
+    now = now_ms()
+    sent = publish(
+        dest, *({"body": i} for i in range(5)), {"body": 5, "delay_seconds": 60}, now=now
+    )
+    m0, m1, m2, m3, m4 = (message["offset"] for message in sent[:5])
+    leased = pull(consumer, 3, now=now)
+    assert bodies(leased) == [0, 1, 2]
+    assert settle(consumer, "nack", [leased[1]["ack_id"]], ms=30_000, now=now) == (1, [])
+    assert _queue_state(consumer) == {
+        "stream": [m0, m1, m2, m3, m4],
+        "pending": [(m0, 1), (m1, 1), (m2, 1)],
+        "leases": [m0, m2],
+        "retries": [m1],
+        "delayed": 1,
+    }
+    absent = "1-0"  # a well-formed id the stream never held
+
+    assert streams.delete_ids(get_redis(), consumer, [m0, m1, m3, absent]) == 3
+
+    after = {
+        "stream": [m2, m4],
+        "pending": [(m2, 1)],
+        "leases": [m2],
+        "retries": [],
+        "delayed": 1,
+    }
+    assert _queue_state(consumer) == after
+    assert streams.delete_ids(get_redis(), consumer, [m0, m1, m3, absent]) == 0
+    assert _queue_state(consumer) == after
+    # Past m2's lease and m1's retry: only what was not deleted comes back, m2 redelivered.
+    later = pull(consumer, 10, now=now + 40_000)
+    assert [(m["offset"], m["delivery_attempt"]) for m in later] == [(m2, 2), (m4, 1)]
