@@ -101,6 +101,24 @@ class CodeForm(forms.Form):
         return str(self.cleaned_data["code"]).replace(" ", "")
 
 
+class LoginCodeForm(forms.Form):
+    """The code step of a sign-in: the authenticator's 6 digits, or a backup code (letters
+    and digits; spaces, dashes and case do not matter: the service compares it normalised)."""
+
+    code = forms.CharField(
+        label="Code from your authenticator app, or a backup code",
+        max_length=20,
+        widget=forms.TextInput(
+            attrs={
+                "autofocus": True,
+                "autocomplete": "one-time-code",
+                "autocapitalize": "none",
+                "spellcheck": "false",
+            }
+        ),
+    )
+
+
 class PasswordCheckForm(forms.Form):
     """The account's current password, asked before a security setting is weakened."""
 

@@ -1,5 +1,5 @@
 """Account pages: sign-up and email verification, password change and reset, two-factor
-sign-in, the members of a tenant and invitations to join one.
+sign-in with its backup codes, the members of a tenant and invitations to join one.
 
 Every change goes through a service of ``tenants.services`` (which writes the audit trail);
 the views here send the emails, since only they know the site's address.
@@ -8,6 +8,7 @@ the views here send the emails, since only they know the site's address.
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any, cast
 
 import segno
@@ -34,11 +35,13 @@ from console.account_forms import (
     CodeForm,
     InvitedSignupForm,
     InviteForm,
+    LoginCodeForm,
     PasswordCheckForm,
     RoleForm,
     SignupForm,
 )
 from console.forms import add_platform_error
+from console.lockout import code_step_failed, code_step_refusal
 from console.views import SESSION_SECOND_STEP, TenantMixin, WriterMixin, after_sign_in
 from kernel.errors import Conflict, Forbidden, NotFound, PlatformError, Unavailable
 from tenants import selectors as tenant_selectors
@@ -49,6 +52,10 @@ from tenants.selectors import SESSION_TENANT
 
 #: How long a password stays good for the code step of a two-factor sign-in.
 SECOND_STEP_SECONDS = 300
+#: The session entry holding new backup codes until their page is first shown.
+NEW_BACKUP_CODES = "new_backup_codes"
+#: With this many unused backup codes or fewer, signing in with one also says to make new ones.
+BACKUP_CODES_LOW = 2
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
@@ -159,9 +166,11 @@ class AccountView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         user: User = self.request.user  # type: ignore[assignment]
+        two_factor = tenant_selectors.has_two_factor(user)
         context.update(
             verified=tenant_selectors.is_verified(user),
-            two_factor=tenant_selectors.has_two_factor(user),
+            two_factor=two_factor,
+            backup_codes_left=tenant_selectors.backup_codes_left(user=user) if two_factor else 0,
         )
         return context
 
@@ -243,15 +252,74 @@ class TwoFactorSetupView(LoginRequiredMixin, FormView):  # type: ignore[type-arg
 
     def form_valid(self, form: CodeForm) -> HttpResponse:
         try:
-            tenant_services.totp_confirm(
+            enabled = tenant_services.totp_confirm(
                 user=self.request.user,  # type: ignore[arg-type]
                 code=form.cleaned_data["code"],
             )
         except PlatformError as exc:
             add_platform_error(form, exc)
             return self.form_invalid(form)
+        _show_backup_codes_once(self.request, enabled.backup_codes)
         messages.success(self.request, "Two-factor sign-in is on.")
-        return redirect("console:account")
+        return redirect("console:two-factor-backup-codes")
+
+
+def _show_backup_codes_once(request: HttpRequest, codes: list[str]) -> None:
+    """Keep new backup codes in the session until BackupCodesView first shows them, so the
+    POST that made them can redirect (POST, redirect, GET) and a reload shows them no more."""
+    request.session[NEW_BACKUP_CODES] = {"user": str(request.user.pk), "codes": codes}
+
+
+def _readable(code: str) -> str:
+    """A backup code as shown: two groups of four (the dash is ignored when typed back)."""
+    return f"{code[:4]}-{code[4:]}"
+
+
+@method_decorator(never_cache, name="dispatch")
+class BackupCodesView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
+    """The backup codes of two-factor sign-in. GET right after they were made (by turning
+    two-factor on, or by a POST here) shows them, once; afterwards only how many are unused.
+    POST with the account's password makes a new set (the old codes stop working) and
+    redirects here to show it. Without two-factor on there are none: back to the account."""
+
+    form_class = PasswordCheckForm
+    template_name = "console/accounts/backup_codes.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        user = request.user
+        if user.is_authenticated and not tenant_selectors.has_two_factor(user):
+            messages.info(request, "Backup codes come with two-factor sign-in: turn it on first.")
+            return redirect("console:account")
+        return cast(HttpResponse, super().dispatch(request, *args, **kwargs))
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "user": self.request.user}
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        pending = request.session.pop(NEW_BACKUP_CODES, None)
+        codes = None
+        if isinstance(pending, dict) and pending.get("user") == str(request.user.pk):
+            codes = [_readable(code) for code in pending.get("codes", [])]
+        return self.render_to_response(self.get_context_data(codes=codes))
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        user: User = self.request.user  # type: ignore[assignment]
+        context.update(
+            left=tenant_selectors.backup_codes_left(user=user),
+            total=tenant_services.BACKUP_CODE_COUNT,
+        )
+        return context
+
+    def form_valid(self, form: PasswordCheckForm) -> HttpResponse:
+        try:
+            codes = tenant_services.backup_codes_regenerate(user=form.user)
+        except PlatformError as exc:
+            add_platform_error(form, exc)
+            return self.form_invalid(form)
+        _show_backup_codes_once(self.request, codes)
+        messages.success(self.request, "New backup codes are ready: the old ones no longer work.")
+        return redirect("console:two-factor-backup-codes")
 
 
 class TwoFactorDisableView(LoginRequiredMixin, FormView):  # type: ignore[type-arg]
@@ -263,17 +331,27 @@ class TwoFactorDisableView(LoginRequiredMixin, FormView):  # type: ignore[type-a
 
     def form_valid(self, form: PasswordCheckForm) -> HttpResponse:
         tenant_services.totp_disable(user=form.user)
-        messages.success(self.request, "Two-factor sign-in is off.")
+        messages.success(self.request, "Two-factor sign-in is off; its backup codes are gone.")
         return redirect("console:account")
 
 
 @method_decorator(never_cache, name="dispatch")
 class LoginCodeView(FormView):  # type: ignore[type-arg]
     """The second step of signing in with two-factor on: the password was right (the login
-    view noted the user in the session), and the authenticator's code signs in."""
+    view noted the user in the session), and the authenticator's code, or one of the
+    account's backup codes, signs in.
 
-    form_class = CodeForm
+    Guessing is bounded twice over, and neither bound lives in the session, so starting the
+    sign-in again resets nothing: django-otp backs the step off after each wrong code (1, 2,
+    4, ... seconds; meanwhile every code is refused unchecked, with a 429 that says how long
+    to wait), and each wrong code counts as a failed sign-in for django-axes, so after
+    LOGIN_FAILURE_LIMIT of them (wrong passwords included) the account is locked out: the
+    password step and this one are refused, the right code too, until the cool-off ends."""
+
+    form_class = LoginCodeForm
     template_name = "registration/login_code.html"
+    user: User  # the account whose password was right, and its pending sign-in (dispatch)
+    pending: dict[str, Any]
 
     def pending_user(self) -> tuple[User, dict[str, Any]] | None:
         pending = self.request.session.get(SESSION_SECOND_STEP)
@@ -285,24 +363,53 @@ class LoginCodeView(FormView):  # type: ignore[type-arg]
         return (user, pending) if user is not None else None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if self.pending_user() is None:
+        found = self.pending_user()
+        if found is None:
             request.session.pop(SESSION_SECOND_STEP, None)
             messages.info(request, "Sign in with your password first.")
             return redirect("console:login")
+        self.user, self.pending = found
         return cast(HttpResponse, super().dispatch(request, *args, **kwargs))
 
-    def form_valid(self, form: CodeForm) -> HttpResponse:
-        found = self.pending_user()
-        assert found is not None  # dispatch checked it
-        user, pending = found
-        device = tenant_services.totp_check(user=user, code=form.cleaned_data["code"])
-        if device is None:
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = code_step_refusal(request, email=self.user.email)
+        if refused is not None:
+            # Locked out: this half-done sign-in is over; after the cool-off it starts anew.
+            request.session.pop(SESSION_SECOND_STEP, None)
+            return refused
+        return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: LoginCodeForm) -> HttpResponse:
+        user, pending = self.user, self.pending
+        check = tenant_services.two_factor_verify(user=user, code=form.cleaned_data["code"])
+        if check.retry_at is not None:
+            wait = check.retry_seconds
+            form.add_error(
+                None,
+                f"Too many wrong codes: wait {wait} second{'s' if wait != 1 else ''}, then "
+                "try again. Until then every code is refused, the right one too.",
+            )
+            response = self.form_invalid(form)
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+            return response
+        if check.device is None:
+            if code_step_failed(self.request, email=user.email):
+                # AxesMiddleware answers the lock-out page instead of this one.
+                self.request.session.pop(SESSION_SECOND_STEP, None)
             form.add_error("code", "That code is not right.")
             return self.form_invalid(form)
         del self.request.session[SESSION_SECOND_STEP]
         auth_login(self.request, user, backend=pending.get("backend") or MODEL_BACKEND)
-        otp_login(self.request, device)
+        otp_login(self.request, check.device)
         after_sign_in(self.request, user)
+        if check.backup_codes_left is not None:
+            left = check.backup_codes_left
+            note = f"You signed in with a backup code; {left} unused left."
+            if left <= BACKUP_CODES_LOW:
+                messages.warning(self.request, f"{note} Make new ones on your account page.")
+            else:
+                messages.info(self.request, note)
         return redirect(pending.get("next") or settings.LOGIN_REDIRECT_URL)
 
 
@@ -340,9 +447,11 @@ class MembersView(TenantMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         roles = tenant_services.manageable_roles(self.membership.role) if self.can_write else set()
         members = list(tenant_selectors.member_list(tenant=self.tenant))
+        invitations = tenant_selectors.invitation_list(tenant=self.tenant) if roles else []
         context.update(
             members=[(m, m.role in roles) for m in members],
-            invitations=list(tenant_selectors.invitation_list(tenant=self.tenant)) if roles else [],
+            # (invitation, whether this member may revoke it: invite as its role)
+            invitations=[(i, i.role in roles) for i in invitations],
             role_choices=[
                 (value, label)
                 for value, label in RoleForm.base_fields["role"].choices  # type: ignore[attr-defined]
@@ -422,6 +531,21 @@ class MemberRemoveView(_MemberWriteView):
             )
 
         return self.finish(None, call, "Member removed.")
+
+
+class InvitationRevokeView(_MemberWriteView):
+    """POST: revoke a pending invitation (whoever may invite as its role); its link then says
+    it is no longer valid. Another tenant's invitation is a 404, one beyond the role a 403."""
+
+    def post(self, request: HttpRequest, invitation_id: uuid.UUID) -> HttpResponse:
+        def call() -> None:
+            tenant_services.invitation_revoke(
+                tenant=self.tenant,
+                actor=request.user,  # type: ignore[arg-type]
+                invitation_id=invitation_id,
+            )
+
+        return self.finish(None, call, "Invitation revoked: its link no longer works.")
 
 
 class LeaveView(TenantMixin, View):
@@ -514,6 +638,11 @@ urlpatterns = [
     path("account/password/done/", PasswordChangeDoneView.as_view(), name="password-change-done"),
     path("account/two-factor/", TwoFactorSetupView.as_view(), name="two-factor-setup"),
     path("account/two-factor/disable/", TwoFactorDisableView.as_view(), name="two-factor-disable"),
+    path(
+        "account/two-factor/backup-codes/",
+        BackupCodesView.as_view(),
+        name="two-factor-backup-codes",
+    ),
     path("password-reset/", PasswordResetView.as_view(), name="password-reset"),
     path("password-reset/sent/", PasswordResetDoneView.as_view(), name="password-reset-done"),
     path(
@@ -531,6 +660,11 @@ urlpatterns = [
     path("members/leave/", LeaveView.as_view(), name="member-leave"),
     path("members/<int:membership_id>/role/", MemberRoleView.as_view(), name="member-role"),
     path("members/<int:membership_id>/remove/", MemberRemoveView.as_view(), name="member-remove"),
+    path(
+        "members/invitations/<uuid:invitation_id>/revoke/",
+        InvitationRevokeView.as_view(),
+        name="invitation-revoke",
+    ),
     path("invitations/<str:token>/", InvitationView.as_view(), name="invitation"),
     path(
         "invitations/<str:token>/signup/",

@@ -14,6 +14,14 @@ or address before any password is checked. These are the two callables it is con
   those tenants are the ones who should know someone is guessing a member's password. An
   account with no tenant (an operator), or an address that matches no account, has no tenant
   trail to write to; the warning, and axes' own records in the admin, are its record.
+
+The code step of a two-factor sign-in counts the same way: :func:`code_step_failed` reports a
+wrong authenticator or backup code to axes as a failed sign-in of the account, and
+:func:`code_step_refusal` refuses the code step of a locked-out account or address, the right
+code included. So LOGIN_FAILURE_LIMIT bounds the guesses at the code too, across sessions and
+restarts of the sign-in (a locked-out account's password step is refused as well), and the
+audit event says which step (``"step": "password"`` or ``"code"``): a lock-out at the code
+step means someone has the password.
 """
 
 from __future__ import annotations
@@ -23,8 +31,11 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from axes.handlers.proxy import AxesProxyHandler
 from axes.helpers import get_cool_off
 from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.db.models import Max, Q
 from django.http import HttpRequest, HttpResponse
@@ -54,6 +65,10 @@ def login_username(request: HttpRequest, credentials: dict[str, Any] | None = No
 
 def _site(request: HttpRequest) -> str:
     return "admin" if request.path.startswith(reverse("admin:index")) else "console"
+
+
+def _step(request: HttpRequest) -> str:
+    return "code" if request.path == reverse("console:login-code") else "password"
 
 
 def _lock_ends(username: str | None, address: str | None, cool_off: timedelta) -> datetime:
@@ -92,6 +107,7 @@ def _record_lockout(request: HttpRequest, username: str | None, address: str | N
                     "email": user.email,
                     "address": address,
                     "site": site,
+                    "step": _step(request),
                     "failures": failures,
                     "cool_off_seconds": int(get_cool_off(request).total_seconds()),
                 },
@@ -112,11 +128,36 @@ def lockout_response(request: HttpRequest, *_args: Any) -> HttpResponse:
     cool_off = get_cool_off(request)
     ends = _lock_ends(username, address, cool_off)
     seconds = max(1, math.ceil((ends - timezone.now()).total_seconds()))
-    context = {
-        "minutes": math.ceil(seconds / 60),
-        "until": ends,
-        "login_url": request.get_full_path(),
-    }
+    # Back to where the sign-in starts: the code step has nothing to offer without a password.
+    login_url = reverse("console:login") if _step(request) == "code" else request.get_full_path()
+    context = {"minutes": math.ceil(seconds / 60), "until": ends, "login_url": login_url}
     response = render(request, LOCKED_OUT_TEMPLATE, context, status=429)
     response["Retry-After"] = str(seconds)
     return response
+
+
+def code_step_refusal(request: HttpRequest, *, email: str) -> HttpResponse | None:
+    """The lock-out page if the account ``email`` or the client's address is locked out (by
+    wrong passwords, wrong sign-in codes or both), else None. The code step asks before it
+    checks any code, so a locked-out account's right code is refused like its right password.
+    """
+    if not getattr(settings, "AXES_ENABLED", True):
+        return None
+    credentials = {"username": email}
+    if AxesProxyHandler.is_allowed(request, credentials):
+        return None
+    request.axes_credentials = credentials  # type: ignore[attr-defined]  # what lockout_response reads
+    return lockout_response(request)
+
+
+def code_step_failed(request: HttpRequest, *, email: str) -> bool:
+    """Count a wrong sign-in code as a failed sign-in of the account ``email`` from the
+    client's address; True when it is the failure that locks either out. Then AxesMiddleware
+    answers the lock-out page (and :func:`lockout_response` writes the audit event) instead of
+    the view's own answer.
+
+    It goes through Django's ``user_login_failed``, the signal every failed ``authenticate()``
+    sends: that is how django-axes learns of a failure, so a wrong code is counted exactly as
+    a wrong password is (same limit, cool-off, records and admin pages)."""
+    user_login_failed.send(sender=__name__, credentials={"username": email}, request=request)
+    return bool(getattr(request, "axes_locked_out", False))

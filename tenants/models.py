@@ -229,7 +229,8 @@ class UsageRecord(models.Model):
 
 class Invitation(models.Model):
     """An offer to join a tenant with a role, sent by email. Only a hash of the link's token
-    is kept; the link works once, until ``expires_at``."""
+    is kept; the link works once, until ``expires_at``, unless an owner or admin revokes it
+    first (``revoked_at``: the row stays, so the link can say why it no longer works)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
@@ -242,6 +243,7 @@ class Invitation(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantManager()
     all_tenants = models.Manager()
@@ -254,7 +256,12 @@ class Invitation(models.Model):
 
     @property
     def is_pending(self) -> bool:
-        return self.accepted_at is None and self.expires_at > timezone.now()
+        """Whether the link can still be accepted: not used, not revoked, not expired."""
+        return (
+            self.accepted_at is None
+            and self.revoked_at is None
+            and self.expires_at > timezone.now()
+        )
 
 
 class AccountVerification(models.Model):

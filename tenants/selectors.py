@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kernel.errors import NotFound
@@ -109,13 +110,14 @@ def invitation_list(*, tenant: Tenant) -> QuerySet[Invitation]:
     """This tenant's invitations that can still be accepted, newest first."""
     return (
         Invitation.objects.for_tenant(tenant)
-        .filter(accepted_at__isnull=True, expires_at__gt=timezone.now())
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
         .order_by("-created_at")
     )
 
 
 def invitation_by_token(*, token: str) -> Invitation | None:
-    """The invitation of a link (any state: the page explains a used or expired one)."""
+    """The invitation of a link (any state: the page explains a used, revoked or expired
+    one)."""
     return (
         Invitation.all_tenants.select_related("tenant", "invited_by")
         .filter(token_hash=invitation_token_hash(token))
@@ -128,7 +130,12 @@ def invitations_for_email(*, email: str) -> QuerySet[Invitation]:
     to that signed-in address)."""
     return (
         Invitation.all_tenants.select_related("tenant")
-        .filter(email=email.lower(), accepted_at__isnull=True, expires_at__gt=timezone.now())
+        .filter(
+            email=email.lower(),
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
         .order_by("-created_at")
     )
 
@@ -141,6 +148,11 @@ def is_verified(user: User) -> bool:
 def has_two_factor(user: User) -> bool:
     """Whether signing in asks for an authenticator code after the password."""
     return bool(TOTPDevice.objects.filter(user=user, confirmed=True).exists())
+
+
+def backup_codes_left(*, user: User) -> int:
+    """How many of the user's backup codes are still unused."""
+    return int(StaticToken.objects.filter(device__user=user, device__confirmed=True).count())
 
 
 def totp_pending(*, user: User) -> TOTPDevice | None:

@@ -3,9 +3,11 @@ its audit record, and pushes the new state to the hot cache only once it has com
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import string
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +18,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django_otp.models import Device
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kernel.errors import Conflict, Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
@@ -513,7 +517,11 @@ def invitation_create(*, tenant: Tenant, actor: User, email: str, role: str) -> 
     email = email.strip().lower()
     if Membership.objects.for_tenant(tenant).filter(user__email=email).exists():
         raise Conflict(f"{email} is a member already.", errors=_field("email", "A member."))
-    Invitation.objects.for_tenant(tenant).filter(email=email, accepted_at__isnull=True).delete()
+    # Replace a pending invitation of the address; a revoked one stays, so that its link keeps
+    # explaining why it no longer works instead of becoming an unknown one.
+    Invitation.objects.for_tenant(tenant).filter(
+        email=email, accepted_at__isnull=True, revoked_at__isnull=True
+    ).delete()
     token = secrets.token_urlsafe(32)
     invitation = Invitation.all_tenants.create(
         tenant=tenant,
@@ -535,10 +543,47 @@ def invitation_create(*, tenant: Tenant, actor: User, email: str, role: str) -> 
 
 
 @transaction.atomic
+def invitation_revoke(*, tenant: Tenant, actor: User, invitation_id: uuid.UUID | str) -> Invitation:
+    """Withdraw a pending invitation of ``tenant``: its link then says it is no longer valid
+    and neither accepting it nor signing up through it works.
+
+    Another tenant's invitation (or a malformed id) is NotFound, before any role check; the
+    actor must be able to invite as the invitation's role (owners any role, admins developers
+    and viewers: else Forbidden). A used or expired invitation is a Conflict. Revoking twice
+    is harmless and audited once (``member.invite_revoke``)."""
+    tenant, manager = _locked_actor(tenant, actor)
+    try:
+        invitation = Invitation.objects.for_tenant(tenant).select_for_update().get(pk=invitation_id)
+    except (Invitation.DoesNotExist, ValueError, ValidationError) as exc:
+        raise NotFound("No such invitation.") from exc
+    _require_manage(manager, invitation.role)
+    if invitation.revoked_at is not None:
+        return invitation
+    if invitation.accepted_at is not None:
+        raise Conflict("This invitation has been used already.")
+    if invitation.expires_at <= timezone.now():
+        raise Conflict("This invitation has expired already.")
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    audit(
+        tenant=tenant,
+        actor=_actor(actor),
+        action="member.invite_revoke",
+        target_type="invitation",
+        target_id=str(invitation.id),
+        data={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation
+
+
+INVITATION_REVOKED = "This invitation was revoked and is no longer valid: ask for a new one."
+
+
+@transaction.atomic
 def invitation_accept(*, token: str, user: User) -> Membership:
     """Join the tenant of an invitation with its role. The invitation must be for the user's
-    address (else Forbidden), unused and unexpired (else Conflict); an unknown token is
-    NotFound. Accepting also confirms the address (the link came to it)."""
+    address (else Forbidden), unused, not revoked and unexpired (else Conflict); an unknown
+    token is NotFound. Accepting also confirms the address (the link came to it)."""
     invitation = (
         Invitation.all_tenants.select_for_update()
         .select_related("tenant")
@@ -569,6 +614,8 @@ def invitation_accept_own(*, invitation_id: str, user: User) -> Membership:
 def _accept(invitation: Invitation, user: User) -> Membership:
     if invitation.accepted_at is not None:
         raise Conflict("This invitation has been used already.")
+    if invitation.revoked_at is not None:
+        raise Conflict(INVITATION_REVOKED)
     if invitation.expires_at <= timezone.now():
         raise Conflict("This invitation has expired: ask for a new one.")
     if invitation.email != user.email:
@@ -597,10 +644,13 @@ def _accept(invitation: Invitation, user: User) -> Membership:
 def account_signup_invited(*, token: str, password: str) -> Membership:
     """A new account for the address of a pending invitation, which it accepts (the link
     proves the address, so no verification follows). Errors as :func:`invitation_accept`;
-    an address with an account already is a Conflict."""
+    an address with an account already is a Conflict. A refused invitation (used, revoked,
+    expired) makes no account: the refusal rolls the new user back with it."""
     invitation = Invitation.all_tenants.filter(token_hash=invitation_token_hash(token)).first()
     if invitation is None:
         raise NotFound("No such invitation.")
+    if invitation.revoked_at is not None:
+        raise Conflict(INVITATION_REVOKED)
     if User.objects.filter(email=invitation.email).exists():
         raise Conflict("An account with this email address exists: sign in to accept.")
     user = User.objects.create_user(invitation.email, password)
@@ -674,6 +724,12 @@ def membership_leave(*, tenant: Tenant, user: User) -> None:
     membership.delete()
 
 
+#: How many backup codes a person gets when two-factor sign-in is turned on or the codes are
+#: made anew. Each signs in once, in place of an authenticator code.
+BACKUP_CODE_COUNT = 10
+BACKUP_DEVICE_NAME = "Backup codes"
+
+
 @transaction.atomic
 def totp_start(*, user: User) -> TOTPDevice:
     """A new, unconfirmed authenticator for ``user`` (replacing an unconfirmed one): it is
@@ -682,40 +738,140 @@ def totp_start(*, user: User) -> TOTPDevice:
     return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
 
 
+@dataclass(frozen=True)
+class TwoFactorOn:
+    device: TOTPDevice
+    backup_codes: list[str]  # shown once; django-otp keeps them to compare, as it does the secret
+
+
+def _wait_seconds(until: datetime | None) -> int:
+    """Whole seconds from now until ``until``, rounded up, at least 1."""
+    if until is None:
+        return 1
+    return max(1, math.ceil((until - timezone.now()).total_seconds()))
+
+
+def _backup_codes_replace(user: User) -> list[str]:
+    """A new set of BACKUP_CODE_COUNT codes for ``user``; every older code stops working."""
+    StaticDevice.objects.filter(user=user).delete()
+    device = StaticDevice.objects.create(user=user, name=BACKUP_DEVICE_NAME, confirmed=True)
+    codes: set[str] = set()
+    while len(codes) < BACKUP_CODE_COUNT:
+        codes.add(StaticToken.random_token())  # 8 base32 characters: 40 random bits
+    ordered = sorted(codes)
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in ordered)
+    return ordered
+
+
+def totp_confirm(*, user: User, code: str) -> TwoFactorOn:
+    """Turn on two-factor sign-in with the code the app shows for the pending device, and
+    give the person BACKUP_CODE_COUNT new backup codes (any older ones stop working). A wrong
+    code (or no pending device) is InvalidRequest and changes nothing but django-otp's
+    back-off; a code sent while that back-off lasts is RateLimited, unchecked."""
+    with transaction.atomic():
+        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
+        if device is None:
+            raise InvalidRequest("Start again: there is no authenticator to confirm.")
+        allowed, why = device.verify_is_allowed()
+        if not allowed:
+            wait = _wait_seconds((why or {}).get("locked_until"))
+            raise RateLimited(
+                f"Too many wrong codes: wait {wait} seconds, then enter the code the app shows.",
+                retry_after=wait,
+            )
+        if device.verify_token(code.strip()):
+            TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+            device.confirmed = True
+            device.save(update_fields=["confirmed"])
+            codes = _backup_codes_replace(user)
+            _audit_account(
+                user=user, action="account.totp_enable", data={"backup_codes": len(codes)}
+            )
+            return TwoFactorOn(device=device, backup_codes=codes)
+    # Refused only once the block has committed the failure django-otp counted: raising inside
+    # it would roll the count back, and with it the back-off.
+    raise InvalidRequest("That code is not right.", errors=_field("code", "Wrong code."))
+
+
 @transaction.atomic
-def totp_confirm(*, user: User, code: str) -> TOTPDevice:
-    """Turn on two-factor sign-in with the code the app shows for the pending device; a
-    wrong code (or no pending device) is InvalidRequest and changes nothing."""
-    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
-    if device is None:
-        raise InvalidRequest("Start again: there is no authenticator to confirm.")
-    if not device.verify_token(code.strip()):
-        raise InvalidRequest("That code is not right.", errors=_field("code", "Wrong code."))
-    TOTPDevice.objects.filter(user=user, confirmed=True).delete()
-    device.confirmed = True
-    device.save(update_fields=["confirmed"])
-    _audit_account(user=user, action="account.totp_enable")
-    return device
+def backup_codes_regenerate(*, user: User) -> list[str]:
+    """BACKUP_CODE_COUNT new backup codes for a person with two-factor sign-in on; the old
+    ones, used or not, stop working. With two-factor off it is InvalidRequest (and nothing is
+    made: backup codes stand in for an authenticator, never for a missing one)."""
+    if not TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+        raise InvalidRequest("Turn on two-factor sign-in first.")
+    codes = _backup_codes_replace(user)
+    _audit_account(
+        user=user, action="account.backup_codes_regenerate", data={"backup_codes": len(codes)}
+    )
+    return codes
 
 
 @transaction.atomic
 def totp_disable(*, user: User) -> bool:
-    """Turn two-factor sign-in off (every authenticator of the user goes); False if it was
-    off already."""
+    """Turn two-factor sign-in off: every authenticator and every backup code of the user
+    goes. False (and no audit) if it was off already."""
     deleted, _ = TOTPDevice.objects.filter(user=user).delete()
+    StaticDevice.objects.filter(user=user).delete()
     if deleted:
         _audit_account(user=user, action="account.totp_disable")
     return bool(deleted)
 
 
+@dataclass(frozen=True)
+class CodeCheck:
+    """What a sign-in code proved. ``device`` accepted it (None: refused). ``retry_at`` is
+    set when it was refused unchecked because earlier wrong codes made the step back off;
+    ``backup_codes_left`` when it was a backup code (which is gone now)."""
+
+    device: Device | None
+    retry_at: datetime | None = None
+    backup_codes_left: int | None = None
+
+    @property
+    def retry_seconds(self) -> int:
+        """Whole seconds until the back-off ends (at least 1)."""
+        return _wait_seconds(self.retry_at)
+
+
 @transaction.atomic
-def totp_check(*, user: User, code: str) -> TOTPDevice | None:
-    """The user's authenticator if ``code`` is its current code, else None. django-otp
-    throttles the device after failures and refuses a code used once already."""
-    device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
-    if device is None or not device.verify_token(code.strip()):
-        return None
-    return device
+def two_factor_verify(*, user: User, code: str) -> CodeCheck:
+    """Check the second step of a sign-in: the authenticator's current code, or one of the
+    user's backup codes (case, spaces and dashes do not matter). A backup code works once:
+    it is deleted when it signs in, and the use is audited (``account.backup_code_use``).
+
+    Wrong codes back off the whole step with django-otp's throttling (1, 2, 4, ... seconds,
+    OTP_TOTP_THROTTLE_FACTOR): the authenticator's counter counts every wrong code, of either
+    kind, so switching kinds buys nothing, and while any of the user's devices backs off every
+    code is refused unchecked (``retry_at``), the right one too. The counters live on the
+    devices, not in a session: starting the sign-in again does not reset them. A right code
+    resets them. A user without a confirmed authenticator is refused."""
+    totp = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
+    if totp is None:
+        return CodeCheck(device=None)
+    backup = StaticDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
+    devices: list[Device] = [totp] if backup is None else [totp, backup]
+    waits = []
+    for device in devices:
+        allowed, why = device.verify_is_allowed()
+        if not allowed:
+            waits.append((why or {}).get("locked_until") or timezone.now())
+    if waits:
+        return CodeCheck(device=None, retry_at=max(waits))
+    token = re.sub(r"[\s-]", "", code).lower()
+    if token.isdigit() and len(token) == totp.digits:
+        if not totp.verify_token(token):  # counts the failure itself
+            return CodeCheck(device=None)
+        if backup is not None and backup.throttling_failure_count:
+            backup.throttle_reset()
+        return CodeCheck(device=totp)
+    if backup is None or not backup.verify_token(token):
+        totp.throttle_increment()
+        return CodeCheck(device=None)
+    totp.throttle_reset()
+    left = backup.token_set.count()
+    _audit_account(user=user, action="account.backup_code_use", data={"backup_codes_left": left})
+    return CodeCheck(device=backup, backup_codes_left=left)
 
 
 def account_password_changed(*, user: User, reset: bool) -> None:

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "csp",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "tenants",
     "queues",
     "api",
@@ -121,6 +122,9 @@ EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env("EMAIL_TIMEOUT", 10)
+# The folder of django.core.mail.backends.filebased (one file per connection), when that is the
+# backend: the system tests read the platform's mail from there.
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", None, cast=str)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "OpenPlatform <noreply@localhost>")
 # Anyone may sign up (creating a tenant on the default plan) unless this is off.
 SIGNUP_OPEN = env("SIGNUP_OPEN", True)

@@ -10,6 +10,7 @@ from typing import Any
 from django.core import mail
 from django.test import Client
 from django_otp.oath import TOTP
+from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from queues.models import Queue
@@ -190,12 +191,43 @@ def test_two_factor_enrol_with_a_wrong_then_a_right_code(acme: TenantCtx) -> Non
     assert "That code is not right" in wrong.content.decode()
     device.refresh_from_db()
     assert device.confirmed is False
-    assert client.post("/account/two-factor/", {"code": _code(device)}).status_code == 302
+    assert device.throttling_failure_count == 1  # django-otp's back-off after a wrong code
+    device.throttle_reset()  # the back-off is 1 s after one failure: skip the wait
+    confirmed = client.post("/account/two-factor/", {"code": _code(device)})
+    assert confirmed.status_code == 302
+    assert confirmed["Location"] == "/account/two-factor/backup-codes/"  # shown once there
     device.refresh_from_db()
     assert device.confirmed is True
     assert (
         AuditEvent.objects.for_tenant(acme.tenant).filter(action="account.totp_enable").count() == 1
     )
+
+
+def test_two_factor_enrolment_waits_out_the_back_off_after_a_wrong_code(
+    acme: TenantCtx, settings: Any
+) -> None:
+    """django-otp backs off after a wrong code at set-up too: the right code sent meanwhile is
+    refused with a message that says how long to wait; nothing is turned on, no codes made."""
+    settings.OTP_TOTP_THROTTLE_FACTOR = 60
+    client = signed_in(acme.owner)
+    device = _enroll(client, acme.owner)
+    client.post(
+        "/account/two-factor/", {"code": "000000" if _code(device) != "000000" else "111111"}
+    )
+
+    slowed = client.post("/account/two-factor/", {"code": _code(device)})
+
+    assert slowed.status_code == 200
+    wait = re.search(
+        r"Too many wrong codes: wait (\d+) seconds, then enter the code the app shows\.",
+        slowed.content.decode(),
+    )
+    assert wait is not None
+    assert 58 <= int(wait.group(1)) <= 60
+    device.refresh_from_db()
+    assert device.confirmed is False
+    assert not StaticDevice.objects.filter(user=acme.owner).exists()
+    assert not AuditEvent.objects.for_tenant(acme.tenant).filter(action="account.totp_enable")
 
 
 def _two_factor_user(ctx: TenantCtx) -> TOTPDevice:
@@ -247,6 +279,7 @@ def test_turning_two_factor_off_needs_the_password(acme: TenantCtx) -> None:
     assert TOTPDevice.objects.filter(user=acme.owner, confirmed=True).count() == 1
     assert client.post("/account/two-factor/disable/", {"password": PASSWORD}).status_code == 302
     assert not TOTPDevice.objects.filter(user=acme.owner).exists()
+    assert not StaticDevice.objects.filter(user=acme.owner).exists()  # the backup codes too
     login = Client().post("/login/", {"username": "owner@acme.test", "password": PASSWORD})
     assert login["Location"] == "/"
 
