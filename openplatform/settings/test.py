@@ -31,3 +31,7 @@ REDIS_URL = urlunsplit(_redis._replace(path=f"/{REDIS_TEST_DB}"))
 CELERY_BROKER_URL = REDIS_URL
 # Mail stays in django.core.mail.outbox.
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# In-process requests get static files from the apps' folders, as under ./dev up (there is no
+# collectstatic in the suite; tests/openplatform/test_static.py serves a real one through the
+# production settings).
+SERVESTATIC_USE_FINDERS = True

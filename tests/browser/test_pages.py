@@ -1,5 +1,4 @@
-"""Pages outside the dashboard in a real browser: the API docs and signing out. (A module of
-its own: each module's platform allows only a few sign-ins, see conftest.sessions.)"""
+"""Pages outside the dashboard in a real browser: the API docs and signing out."""
 
 from __future__ import annotations
 

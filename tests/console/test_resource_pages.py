@@ -289,7 +289,7 @@ def test_queue_page_shows_every_setting(acme: TenantCtx, owner: Client) -> None:
 
 
 def test_resources_named_new_have_their_pages(acme: TenantCtx, owner: Client) -> None:
-    """"new" is a valid name: the create forms live under /new/, so nothing shadows the pages
+    """ "new" is a valid name: the create forms live under /new/, so nothing shadows the pages
     of a queue, topic or subscription called that."""
     make_queue(tenant=acme.tenant, name="new")
     make_topic(tenant=acme.tenant, name="new")

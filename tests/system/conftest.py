@@ -79,11 +79,13 @@ VARIABLE = [
     (re.compile(r"0x[0-9a-fA-F]+"), "<addr>"),
     (re.compile(r"\d+(?:\.\d+)?(?:e-?\d+)?"), "<n>"),
 ]
-# What beat and the worker say for every task they send and run: expected to repeat with
-# intervals of a second or two, so it is not a loop of complaints.
+# What beat and the worker say for every task they send and run, and the web's line for every
+# sign-in: expected to repeat, so not a loop of complaints.
 ROUTINE = re.compile(
     r"Scheduler: Sending due task [\w.-]+ \([\w.]+\)"
     r"|Task [\w.]+\[<id>\] (?:received|succeeded in <n>s: .*)$"
+    # django-axes at every sign-in: it drops failed attempts older than its cool-off.
+    r"|AXES: Cleaned up <n> expired access attempts from database"
 )
 
 
@@ -141,7 +143,32 @@ class Platform:
     url: str
     env: dict[str, str]
     children: list[Child]
+    #: Where the processes write the emails they send (Django's file backend), one file each.
+    mail_dir: Path
     clients: list[httpx.Client] = field(default_factory=list)
+
+    def outbox(self, to: str) -> list[str]:
+        """The emails sent to ``to`` so far, oldest first, each as its raw text."""
+        files = sorted(self.mail_dir.glob("*.log"), key=lambda path: path.stat().st_mtime_ns)
+        # One file per connection, which may hold several messages, each ending in a line of
+        # dashes; a message is the recipient's when a To: header names them.
+        messages = []
+        for path in files:
+            for message in path.read_text().split("-" * 79 + "\n"):
+                if re.search(rf"^To: .*\b{re.escape(to)}\b", message, flags=re.MULTILINE):
+                    messages.append(message)
+        return messages
+
+    def link_sent_to(self, to: str, path_prefix: str) -> str:
+        """The last link sent to ``to`` whose path starts with ``path_prefix``."""
+        links = [
+            link
+            for message in self.outbox(to)
+            for link in re.findall(r"https?://\S+", message)
+            if urlsplit(link).path.startswith(path_prefix)
+        ]
+        assert links, f"no email to {to} with a link to {path_prefix}"
+        return links[-1]
 
     def tenant(self, name: str) -> ApiTenant:
         """A new tenant named ``name`` (owner owner@<slug>.test), made the way an operator
@@ -331,6 +358,8 @@ def platform(
         database_url = child_database_url(settings.DATABASES["default"])
 
     tmp = tmp_path_factory.mktemp("platform")
+    mail_dir = tmp / "mail"
+    mail_dir.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -350,11 +379,14 @@ def platform(
         # gunicorn's control socket defaults to $HOME/.gunicorn/gunicorn.ctl, shared with any
         # other gunicorn of this user (a `./dev up`); this one gets its own.
         XDG_RUNTIME_DIR=str(tmp),
+        # Mail goes to files a test can read, not to an SMTP server on localhost:25.
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(mail_dir),
         **BEAT_INTERVALS,
     )
     commands = platform_commands(port=port, schedule=tmp / "celerybeat-schedule")
     children: list[Child] = []
-    running = Platform(url=url, env=env, children=children)
+    running = Platform(url=url, env=env, children=children, mail_dir=mail_dir)
     problems: list[str] = []
     try:
         for name, cmd in commands.items():
