@@ -1,6 +1,6 @@
-"""The message workbench: send a test message, look at a queue's messages without touching
-them, receive-and-requeue for debugging, read a topic's log, seek a subscription, and work a
-dead-letter queue (redrive or purge, the chosen messages or all).
+"""The message workbench: send a test message, look at a queue's or a subscription's messages
+without touching them, receive-and-requeue for debugging, read a topic's log, seek a
+subscription, and work a dead-letter queue (redrive or purge, the chosen messages or all).
 
 Sending and receiving go through the data-plane service (:mod:`queues.messaging`) exactly as
 an API call does, with the member's role as the scopes of a console session
@@ -221,15 +221,16 @@ class TopicSendView(SendView):
 
 
 async def _receive_and_requeue(
-    principal: Principal, doc: dict[str, Any], count: int
+    principal: Principal,
+    doc: dict[str, Any],
+    count: int,
+    kind: Literal["queue", "subscription"] = "queue",
 ) -> list[dict[str, Any]]:
     received = await messaging.pull(
-        principal, "queue", doc, count=count, visibility_ms=REQUEUE_LEASE_MS
+        principal, kind, doc, count=count, visibility_ms=REQUEUE_LEASE_MS
     )
     if received:
-        await messaging.settle(
-            principal, "queue", doc, "nack", [m["ack_id"] for m in received], ms=0
-        )
+        await messaging.settle(principal, kind, doc, "nack", [m["ack_id"] for m in received], ms=0)
     return received
 
 
@@ -308,8 +309,17 @@ class TopicLogView(WorkbenchMixin, TemplateView):
         return context
 
 
+def _subscription_url(name: str) -> str:
+    return reverse("console:workbench-subscription", kwargs={"name": name})
+
+
 class SubscriptionMessagesView(WorkbenchMixin, TemplateView):
-    """A subscription's numbers (read without doing the due work) and the seek form."""
+    """GET only, and side-effect free: a subscription's numbers and its group on each
+    partition, the messages it delivered and has not settled (in flight or waiting to be
+    delivered again) from cursor ``pending``, the ones it delivers next from its position on
+    (cursor ``after``), and the topic's delayed messages its filter lets through (cursor
+    ``delayed``). Nothing is leased, moved or counted, and no due work is done (see
+    :func:`queues.selectors.subscription_peek`)."""
 
     kind = "subscription"
     template_name = "console/workbench/subscription.html"
@@ -318,12 +328,67 @@ class SubscriptionMessagesView(WorkbenchMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         sub = self.resource()
         assert isinstance(sub, Subscription)
-        context.update(subscription=sub, seek_form=SeekForm(), stats=None)
+        limit = _page_size(self.request, PAGE)
+        after = self.request.GET.get("after") or None
+        pending = self.request.GET.get("pending") or None
+        delayed = self.request.GET.get("delayed") or None
+        context.update(
+            subscription=sub,
+            seek_form=SeekForm(),
+            requeue_form=RequeueForm(),
+            stats=None,
+            error=None,
+            store_down=False,
+            paged=bool(after or pending or delayed),
+        )
         try:
             context["stats"] = queue_selectors.quiet_stats(sub)
+            peek = queue_selectors.subscription_peek(
+                sub, limit=limit, after=after, pending=pending, delayed=delayed
+            )
+            context.update(
+                partitions=peek["partitions"],
+                pending_page=_shown_page(peek["pending"]),
+                unread_page=_shown_page(peek["unread"]),
+                delayed_page=_shown_page(peek["delayed"]),
+            )
+        except InvalidRequest as exc:
+            context["error"] = exc.detail
         except RedisError:
             context["store_down"] = True
         return context
+
+
+class SubscriptionRequeueView(WorkbenchMixin, WriterMixin, TemplateView):
+    """POST count: pull up to ``count`` messages of the subscription and give them back at
+    once (a nack with no delay), as :class:`QueueRequeueView` does for a queue. It is a real
+    delivery: each one's delivery attempts go up, one at its last attempt goes to the
+    dead-letter queue, and the deliveries count in usage like an API pull's."""
+
+    kind = "subscription"
+    template_name = "console/workbench/subscription_requeue.html"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+        sub = self.resource()
+        form = RequeueForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Receive 1 to 10 messages at a time.")
+            return HttpResponseRedirect(_subscription_url(name))
+        try:
+            principal, doc = self.principal(), self.doc()
+            count = form.cleaned_data["count"]
+            received = _run(lambda: _receive_and_requeue(principal, doc, count, "subscription"))
+        except PlatformError as exc:
+            messages.error(request, exc.detail)
+            return HttpResponseRedirect(_subscription_url(name))
+        except RedisError:
+            messages.error(request, STORE_DOWN)
+            return HttpResponseRedirect(_subscription_url(name))
+        context = self.get_context_data(
+            subscription=sub, received=[shown(queue_selectors.readable(m)) for m in received]
+        )
+        return render(request, self.template_name, context)
 
 
 class SubscriptionSeekView(WorkbenchMixin, ServiceFormView):
@@ -338,7 +403,7 @@ class SubscriptionSeekView(WorkbenchMixin, ServiceFormView):
         return super().get_context_data(**kwargs)
 
     def dashboard_url(self) -> str:
-        return reverse("console:workbench-subscription", kwargs={"name": self.kwargs["name"]})
+        return _subscription_url(self.kwargs["name"])
 
     def perform(self, data: dict[str, Any]) -> HttpResponse:
         sub = self.resource()
@@ -479,6 +544,11 @@ urlpatterns = [
         "subscriptions/<str:name>/messages/",
         SubscriptionMessagesView.as_view(),
         name="workbench-subscription",
+    ),
+    path(
+        "subscriptions/<str:name>/messages/requeue/",
+        SubscriptionRequeueView.as_view(),
+        name="workbench-subscription-requeue",
     ),
     path(
         "subscriptions/<str:name>/seek/",

@@ -5,7 +5,9 @@ a queue's messages, a topic's log). The API and the console both read through he
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +16,9 @@ from django.db.models import Count, QuerySet
 
 from kernel.errors import InvalidRequest, NotFound
 from kernel.hotcache import HotCache, register
+from kernel.limits import is_stream_id
 from kernel.redis_client import get_redis
-from queues.engine import streams
+from queues.engine import browse, streams
 from queues.engine.messages import now_ms
 from queues.engine.targets import queue_consumer, subscription_consumer
 from queues.models import Queue, ResourceMetric, Subscription, Topic
@@ -367,3 +370,84 @@ def subscription_search(*, tenant: Tenant | str, search: str = "") -> QuerySet[S
 def topic_subscriptions(*, tenant: Tenant | str, topic: Topic) -> QuerySet[Subscription]:
     """The subscriptions of ``topic``, in natural order of their names."""
     return _natural(subscription_list(tenant=tenant).filter(topic=topic), "")
+
+
+# --- the console's workbench: a subscription's messages, read without touching them -----------
+
+_RANK = re.compile(r"[0-9]{1,18}")
+
+
+def _subscription_cursor(
+    value: str | None, *, field: str, partitions: int, ranks: bool = False
+) -> list[str] | None:
+    """A cursor of :func:`subscription_peek` as a page handed it out: one point per partition,
+    comma-separated (offsets, or with ``ranks`` positions in the delay sets). Anything else, a
+    cursor of a topic with another number of partitions included, is a 400 naming ``field``."""
+    if value is None:
+        return None
+    points = value.split(",")
+    valid = _RANK.fullmatch if ranks else is_stream_id
+    if len(points) != partitions or not all(valid(point) for point in points):
+        raise InvalidRequest(
+            f"{field}: not a position in this subscription's {partitions} partition"
+            f"{'s' if partitions != 1 else ''}.",
+            errors=[{"field": field, "detail": "Not a cursor this page handed out."}],
+        )
+    return points
+
+
+def _browse_page(page: browse.Page) -> dict[str, Any]:
+    return {
+        "messages": [readable(m) for m in page.messages],
+        "next": ",".join(page.next) if page.next is not None else None,
+        "skipped": page.skipped,
+    }
+
+
+def subscription_peek(
+    sub: Subscription,
+    *,
+    limit: int,
+    after: str | None = None,
+    pending: str | None = None,
+    delayed: str | None = None,
+) -> dict[str, Any]:
+    """What a subscription holds now, read without leasing, moving, settling or counting
+    anything and without doing the due work (see :mod:`queues.engine.browse`):
+
+    - ``partitions``: its group on each partition: ``partition``, ``position`` (the last
+      offset it read; None when Redis lost the group), ``pending``, ``lag``;
+    - ``pending``: up to ``limit`` messages delivered and not yet settled, in offset order
+      across partitions: ``in_flight`` with ``lease_deadline_ms``, or ``retry`` with
+      ``retry_due_ms``, each with ``delivery_attempts``;
+    - ``unread``: up to ``limit`` messages its pulls deliver for the first time, from its
+      position on, oldest first (its filter applied: ``skipped`` counts what it left out);
+    - ``delayed``: up to ``limit`` of the topic's delayed messages its filter lets through,
+      soonest due first, with ``due_ms``.
+
+    Each is ``{"messages": [...], "next": cursor | None, "skipped": n}``, every message
+    :func:`readable`; a ``next`` cursor, given back as ``after``, ``pending`` or
+    ``delayed``, reads the following page of that list (an ``after`` behind the position
+    reads from the position). A cursor this function did not hand out for this topic is a
+    400 naming its parameter. RedisError when Redis does not answer."""
+    partitions = sub.topic.partitions
+    unread_from = _subscription_cursor(after, field="after", partitions=partitions)
+    pending_from = _subscription_cursor(pending, field="pending", partitions=partitions)
+    delayed_from = _subscription_cursor(delayed, field="delayed", partitions=partitions, ranks=True)
+    consumer = subscription_consumer(str(sub.tenant_id), subscription_document(sub))
+    client = get_redis()
+    groups = browse.group_positions(client, consumer)
+    return {
+        "partitions": [asdict(group) for group in groups],
+        "pending": _browse_page(browse.pending(client, consumer, after=pending_from, limit=limit)),
+        "unread": _browse_page(
+            browse.unread(
+                client,
+                consumer,
+                positions=[group.position for group in groups],
+                after=unread_from,
+                limit=limit,
+            )
+        ),
+        "delayed": _browse_page(browse.delayed(client, consumer, after=delayed_from, limit=limit)),
+    }
