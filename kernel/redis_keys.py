@@ -12,6 +12,8 @@ one loses that data (``tests/kernel/test_redis_keys.py`` pins them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def tenant_tag(tenant_id: str) -> str:
     return "{t." + tenant_id.replace("-", "") + "}"
@@ -127,31 +129,76 @@ def usage_key(tenant_id: str) -> str:
 
 
 #: The counters of an hour in the usage hash, by the UsageRecord column each is rolled into.
-USAGE_COUNTERS = {"published": "p", "published_bytes": "pb", "delivered": "d", "acked": "a"}
+USAGE_COUNTERS = {
+    "published": "p",
+    "published_bytes": "pb",
+    "delivered": "d",
+    "delivered_bytes": "db",
+    "acked": "a",
+    "dead_lettered": "x",
+    "requests": "r",
+}
 
 
-def usage_hour_field(now_ms: int, column: str) -> str:
+def usage_scope(*, key: str = "", resource: str = "") -> str:
+    """The suffix of a usage field counted for one API key (its prefix) or one resource
+    (``"<kind>:<name>"``, kind queue, topic or subscription), or "" for the tenant's total.
+    Names never hold ":" (kernel.limits.NAME_PATTERN), so the suffix parses back."""
+    if key:
+        return f":k:{key}"
+    if resource:
+        return f":r:{resource}"
+    return ""
+
+
+def usage_hour_field(now_ms: int, column: str, *, key: str = "", resource: str = "") -> str:
     """The usage hash field counting ``column`` (a key of USAGE_COUNTERS) in the hour of
-    ``now_ms``: ``<hour epoch>:<counter>``."""
-    return f"{now_ms // 3_600_000}:{USAGE_COUNTERS[column]}"
+    ``now_ms``: ``<hour epoch>:<counter>`` for the tenant's total, with
+    :func:`usage_scope`'s suffix for one key or one resource."""
+    scope = usage_scope(key=key, resource=resource)
+    return f"{now_ms // 3_600_000}:{USAGE_COUNTERS[column]}{scope}"
 
 
-def usage_month_field(year: int, month: int) -> str:
-    """The usage hash field counting a calendar month's published messages: ``m<YYYYMM>:p``."""
-    return f"m{year}{month:02d}:p"
+def usage_month_field(year: int, month: int, *, key: str = "") -> str:
+    """The usage hash field counting a calendar month's published messages: ``m<YYYYMM>:p``
+    for the tenant, ``m<YYYYMM>:p:k:<prefix>`` for one API key."""
+    return f"m{year}{month:02d}:p{usage_scope(key=key)}"
 
 
-def parse_usage_field(field: str) -> tuple[int, str] | None:
-    """(hour epoch, UsageRecord column) of an hour's field; None for any other field."""
-    hour, _, counter = field.partition(":")
+@dataclass(frozen=True)
+class UsageField:
+    """A parsed hourly usage field: the hour, the UsageRecord column, and whose count it is
+    (both empty: the tenant's total)."""
+
+    hour: int
+    column: str
+    key_prefix: str = ""
+    resource: str = ""
+
+
+def parse_usage_field(field: str) -> UsageField | None:
+    """The parts of an hour's field (see :func:`usage_hour_field`); None for any other
+    field (a month's count, or something this version does not know)."""
+    hour, _, rest = field.partition(":")
     if not hour.isdigit():
         return None
+    counter, _, scope = rest.partition(":")
     column = next((c for c, code in USAGE_COUNTERS.items() if code == counter), None)
-    return (int(hour), column) if column else None
+    if column is None:
+        return None
+    kind, _, ident = scope.partition(":")
+    if not scope:
+        return UsageField(int(hour), column)
+    if kind == "k" and ident:
+        return UsageField(int(hour), column, key_prefix=ident)
+    if kind == "r" and ident.count(":") == 1 and all(ident.split(":")):
+        return UsageField(int(hour), column, resource=ident)
+    return None
 
 
 def is_usage_month_field(field: str) -> bool:
-    return field.startswith("m") and field.endswith(":p")
+    """A month's published count, the tenant's or one key's (see :func:`usage_month_field`)."""
+    return field.startswith("m") and (field.endswith(":p") or ":p:k:" in field)
 
 
 def publish_rate_key(usage: str, second: int) -> str:

@@ -87,6 +87,9 @@ class Topic(models.Model):
             MaxValueValidator(MAX_RETENTION_SECONDS),
         ],
     )
+    # The resource's own backlog limits, narrowing the tenant's (None: the tenant's hold).
+    max_backlog_messages = models.BigIntegerField(null=True, blank=True)
+    max_backlog_bytes = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -126,6 +129,14 @@ class Queue(RetryBackoffMixin):
     )
     dead_letter_queue = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="dead_letter_sources"
+    )
+    # The resource's own backlog limits, narrowing the tenant's (None: the tenant's hold).
+    max_backlog_messages = models.BigIntegerField(null=True, blank=True)
+    max_backlog_bytes = models.BigIntegerField(null=True, blank=True)
+    fair = models.BooleanField(
+        default=False,
+        help_text="Fair mode: messages carry a group key, and a pull serves the messages of "
+        "quiet groups before those of a group that holds most of the backlog.",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

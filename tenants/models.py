@@ -56,20 +56,51 @@ class Plan(models.Model):
     publish_rate_per_second = models.PositiveIntegerField(
         null=True, blank=True, help_text="Published messages per second; empty means unlimited."
     )
+    consume_rate_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Pulled messages per second; empty means unlimited."
+    )
+    request_rate_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Data-plane requests (publish, pull, ack, ...) per second; empty: unlimited.",
+    )
+    max_backlog_messages = models.BigIntegerField(
+        null=True, blank=True, help_text="Messages stored per queue or topic; empty: unlimited."
+    )
+    max_backlog_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Bytes stored per queue or topic; empty: unlimited."
+    )
+    max_retention_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=14 * 86400,
+        help_text="Longest retention of a queue or topic; empty: the platform's own limit.",
+    )
+
+    # Prices, in integer minor units of ``currency`` (cents for EUR): never floats.
+    currency = models.CharField(max_length=3, default="EUR", help_text="ISO 4217 code.")
+    base_fee_minor = models.PositiveBigIntegerField(default=0, help_text="Per month.")
+    included_requests = models.PositiveBigIntegerField(
+        default=0, help_text="Data-plane requests a month included in the base fee."
+    )
+    price_per_million_requests_minor = models.PositiveBigIntegerField(
+        default=0, help_text="Per million requests beyond the included ones."
+    )
+    included_gib = models.PositiveIntegerField(
+        default=0, help_text="GiB of traffic (in and out) a month included in the base fee."
+    )
+    price_per_gib_minor = models.PositiveBigIntegerField(
+        default=0, help_text="Per GiB of traffic beyond the included GiB."
+    )
 
     def __str__(self) -> str:
         return self.name
 
     def quotas(self) -> dict[str, Any]:
-        return {
-            "max_message_bytes": self.max_message_bytes,
-            "max_queues": self.max_queues,
-            "max_topics": self.max_topics,
-            "max_subscriptions": self.max_subscriptions,
-            "max_api_keys": self.max_api_keys,
-            "monthly_messages": self.monthly_messages,
-            "publish_rate_per_second": self.publish_rate_per_second,
-        }
+        """The plan's value of every quota (tenants.quotas.QUOTAS); None: unlimited."""
+        from tenants.quotas import QUOTAS
+
+        return {quota.name: getattr(self, quota.name) for quota in QUOTAS}
 
 
 class Tenant(models.Model):
@@ -79,6 +110,12 @@ class Tenant(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="tenants")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    quota_overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Quotas set by an operator for this tenant, replacing the plan's: "
+        '{"<quota>": <number> or null for unlimited} (see tenants/quotas.py).',
+    )
 
     def __str__(self) -> str:
         return self.slug
@@ -174,6 +211,10 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.CharField(max_length=200, blank=True)
+    # The key's own limits, narrowing the tenant's (None: the tenant's hold).
+    publish_rate_per_second = models.PositiveIntegerField(null=True, blank=True)
+    consume_rate_per_second = models.PositiveIntegerField(null=True, blank=True)
+    monthly_messages = models.BigIntegerField(null=True, blank=True)
 
     objects = TenantManager()
     all_tenants = models.Manager()
@@ -207,24 +248,60 @@ class AuditEvent(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One tenant's traffic in one hour, rolled up from the counters the data plane keeps in
-    Redis."""
+    """Traffic in one hour, rolled up from the counters the data plane keeps in Redis: the
+    tenant's total (``key_prefix`` and ``resource`` empty), one API key's (``key_prefix``),
+    or one queue's, topic's or subscription's (``resource`` "<kind>:<name>"). Kept 13 months."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
     hour = models.DateTimeField()
+    key_prefix = models.CharField(max_length=16, blank=True, default="")
+    resource = models.CharField(max_length=200, blank=True, default="")
     published = models.BigIntegerField(default=0)
     published_bytes = models.BigIntegerField(default=0)
     delivered = models.BigIntegerField(default=0)
+    delivered_bytes = models.BigIntegerField(default=0)
     acked = models.BigIntegerField(default=0)
+    dead_lettered = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)
 
     objects = TenantManager()
     all_tenants = models.Manager()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "hour"], name="usage_unique_hour")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "hour", "key_prefix", "resource"], name="usage_unique_hour"
+            )
+        ]
+        indexes = [models.Index(fields=["hour"], name="usage_by_hour")]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00"
+        scope = self.resource or (f"key {self.key_prefix}" if self.key_prefix else "total")
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}:00 {scope}"
+
+
+class QuotaAlert(models.Model):
+    """An email sent because a monthly quota reached a share of its limit in one period;
+    the unique row is what makes it go out once per period."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="quota_alerts")
+    quota = models.CharField(max_length=64)
+    period = models.CharField(max_length=7, help_text="The month, YYYY-MM.")
+    percent = models.PositiveSmallIntegerField(help_text="80 or 100.")
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+    all_tenants = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "quota", "period", "percent"], name="quota_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.quota} {self.period} {self.percent}%"
 
 
 class Invitation(models.Model):

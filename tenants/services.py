@@ -271,9 +271,8 @@ def _parse_usage(raw: dict[bytes, bytes]) -> dict[int, dict[str, int]]:
     hours: dict[int, dict[str, int]] = {}
     for field, value in raw.items():
         parsed = parse_usage_field(field.decode())
-        if parsed is not None:
-            hour, column = parsed
-            hours.setdefault(hour, {})[column] = int(value)
+        if parsed is not None and not parsed.key_prefix and not parsed.resource:
+            hours.setdefault(parsed.hour, {})[parsed.column] = int(value)
     return hours
 
 
@@ -320,7 +319,7 @@ def usage_rollup(*, now: datetime | None = None, chunk: int = 500) -> int:
 def _is_stale(field: str, oldest_hour: int, keep_months: set[str]) -> bool:
     hourly = parse_usage_field(field)
     if hourly is not None:
-        return hourly[0] < oldest_hour
+        return hourly.hour < oldest_hour
     return is_usage_month_field(field) and field not in keep_months
 
 

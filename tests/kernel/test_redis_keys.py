@@ -94,9 +94,21 @@ def test_usage_hash_fields_are_unchanged() -> None:
     assert redis_keys.usage_month_field(2026, 3) == "m202603:p"
     for column in redis_keys.USAGE_COUNTERS:
         field = redis_keys.usage_hour_field(now_ms, column)
-        assert redis_keys.parse_usage_field(field) == (472222, column)
+        assert redis_keys.parse_usage_field(field) == redis_keys.UsageField(472222, column)
+        by_key = redis_keys.usage_hour_field(now_ms, column, key="ab12cd34")
+        assert redis_keys.parse_usage_field(by_key) == redis_keys.UsageField(
+            472222, column, key_prefix="ab12cd34"
+        )
+        by_queue = redis_keys.usage_hour_field(now_ms, column, resource="queue:orders.eu")
+        assert redis_keys.parse_usage_field(by_queue) == redis_keys.UsageField(
+            472222, column, resource="queue:orders.eu"
+        )
     assert redis_keys.parse_usage_field("m202603:p") is None
-    assert redis_keys.parse_usage_field("472222:x") is None
+    assert redis_keys.parse_usage_field("472222:zz") is None
+    assert redis_keys.parse_usage_field("472222:p:q:orders") is None
+    assert redis_keys.parse_usage_field("472222:p:r:orders") is None
+    assert redis_keys.usage_month_field(2026, 3, key="ab12cd34") == "m202603:p:k:ab12cd34"
+    assert redis_keys.is_usage_month_field("m202603:p:k:ab12cd34")
     assert redis_keys.is_usage_month_field("m202603:p")
     assert not redis_keys.is_usage_month_field("472222:p")
 
