@@ -163,6 +163,28 @@ _WWW_AUTHENTICATE = {
     }
 }
 _HEADERS = {"401": _WWW_AUTHENTICATE, "429": _RETRY_AFTER, "503": _RETRY_AFTER}
+#: The IETF "RateLimit header fields for HTTP" (draft) on every data-plane answer, 2xx and
+#: 429: the limit nearest to exhaustion among those the call met (queues.messaging).
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Policy": {
+        "schema": {"type": "string"},
+        "description": (
+            'The limit nearest to exhaustion: `"<policy>";q=<quota>;w=<window seconds>`, '
+            "policy one of publish, key-publish, consume, key-consume, requests (per second), "
+            "monthly, key-monthly (per calendar month, UTC). Absent when no limit applies."
+        ),
+        "required": False,
+    },
+    "RateLimit": {
+        "schema": {"type": "string"},
+        "description": (
+            'What is left of it: `"<policy>";r=<remaining>;t=<seconds until it resets>`.'
+        ),
+        "required": False,
+    },
+}
+#: The data-plane operations (POST on these path endings) that carry them.
+_DATA_PLANE_VERBS = ("/messages", "/pull", "/ack", "/nack", "/modify-deadline")
 
 
 def problem_media_type(
@@ -361,4 +383,8 @@ class PlatformAutoSchema(AutoSchema):
         for code, headers in _HEADERS.items():
             if code in responses:
                 responses[code].setdefault("headers", {}).update(headers)
+        if self.method == "POST" and self.path.endswith(_DATA_PLANE_VERBS):
+            for code in responses:
+                if code.startswith("2") or code == "429":
+                    responses[code].setdefault("headers", {}).update(_RATE_LIMIT_HEADERS)
         return dict(sorted(responses.items()))

@@ -3,7 +3,7 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from api.views import fallback, keys, messages, queues, subscriptions, tenant, topics
+from api.views import fallback, invoices, keys, messages, queues, subscriptions, tenant, topics
 
 urlpatterns = [
     path("keys", keys.KeyListCreateView.as_view(), name="keys"),
@@ -11,6 +11,10 @@ urlpatterns = [
     path("tenant", tenant.TenantView.as_view(), name="tenant"),
     path("usage", tenant.UsageView.as_view(), name="usage"),
     path("audit-events", tenant.AuditEventListView.as_view(), name="audit-events"),
+    path("invoices", invoices.InvoiceListView.as_view(), name="invoices"),
+    path("invoices/<uuid:invoice_id>.pdf", invoices.InvoicePdfView.as_view(), name="invoice-pdf"),
+    path("invoices/<uuid:invoice_id>.csv", invoices.InvoiceCsvView.as_view(), name="invoice-csv"),
+    path("invoices/<uuid:invoice_id>", invoices.InvoiceDetailView.as_view(), name="invoice-detail"),
     # the data plane (async)
     path("queues/<str:queue>/messages", messages.QueuePublishView.as_view(), name="queue-messages"),
     path("queues/<str:queue>/pull", messages.QueuePullView.as_view(), name="queue-pull"),

@@ -64,6 +64,22 @@ def bench_plan(max_queues: int) -> Plan:
     return plan
 
 
+def limited_plan(slug: str, publish_rate_per_second: int) -> Plan:
+    """A plan like :func:`bench_plan` but with a publish rate limit (messages per second,
+    the tenant's total): the flooding tenant's plan of the fairness measurement."""
+    plan, _ = Plan.objects.update_or_create(
+        slug=slug,
+        defaults={
+            "name": f"Benchmark, {publish_rate_per_second:,} msg/s",
+            "max_queues": 10,
+            "max_message_bytes": 256 * 1024,
+            "monthly_messages": None,
+            "publish_rate_per_second": publish_rate_per_second,
+        },
+    )
+    return plan
+
+
 def create_tenant(label: str, stamp: str, plan: Plan, queue_names: list[str]) -> BenchTenant:
     """A tenant with an all-scopes key and ``queue_names`` made by queues.services."""
     slug = f"bench-{label}-{stamp}"

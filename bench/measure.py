@@ -8,6 +8,7 @@ its total count over its total measured time.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from bench.fixtures import BenchTenant
 from bench.profiles import Profile
 from bench.profiling import Profiler
 from bench.servers import ROOT, Server
+from bench.stats import summarize_ms
 
 #: The queues of the main tenant, one per measurement so none disturbs another.
 QUEUES = ["batch", "single", "pull10", "pull100", "e2e", "longpoll", "flat-empty", "flat-full"]
@@ -77,6 +79,11 @@ class Context:
     redis_pid: int | None
     profiler: Profiler | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Fairness: the tenant whose plan has a publish rate limit, the tenants without one,
+    #: and a tenant whose plan allows 1 message/s (nearly every publish refused).
+    flooder: BenchTenant | None = None
+    bystanders: list[BenchTenant] = field(default_factory=list)
+    refused: BenchTenant | None = None
 
     def cpu_pids(self, server: Server | None) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {"redis": [self.redis_pid] if self.redis_pid else []}
@@ -95,6 +102,12 @@ class Context:
             return run_client(job, timeout)
         with self.profiler.record(server, label):
             return run_client(job, timeout)
+
+    def recording(self, server: Server, label: str) -> contextlib.AbstractContextManager[None]:
+        """With --profile, sample ``server`` for the duration of the block."""
+        if self.profiler is None:
+            return contextlib.nullcontext()
+        return self.profiler.record(server, label)
 
 
 def run_client(job: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -595,6 +608,325 @@ def flat_queues(ctx: Context) -> list[Row]:
     return rows
 
 
+# --- fairness -----------------------------------------------------------------------------------
+
+#: Seconds the flood runs before the bystanders' window opens (and goes on after it closes).
+FLOOD_LEAD = 1.0
+#: The goal: a bystander's p99 under flood at most this many times its p99 alone.
+FAIRNESS_GOAL = 2.0
+
+
+def _bystander_job(ctx: Context) -> dict[str, Any]:
+    p = ctx.profile
+    return {
+        "kind": "bystander",
+        "port": ctx.api.port,
+        "tenants": [{"key": t.key, "queue": "fair"} for t in ctx.bystanders],
+        "publish_rate": p.fairness_publish_rate,
+        "pull_rate": p.fairness_pull_rate,
+        "max_messages": 10,
+        "seconds": p.fairness_seconds,
+        "warmup": 0.5,
+        # pools larger than the rates need, so that a slower answer does not make the
+        # schedule wait for a free connection (it would still count, as send lag)
+        "publish_connections": 8,
+        "pull_connections": 8,
+        "raw": True,
+        "cpu_pids": ctx.cpu_pids(ctx.api),
+    }
+
+
+def _flood_job(ctx: Context, mode: str, connections: int, start_at: float) -> dict[str, Any]:
+    assert ctx.flooder is not None
+    return {
+        "kind": "flood",
+        "mode": mode,
+        "port": ctx.api.port,
+        "key": ctx.flooder.key,
+        "queue": "flood",
+        "max_messages": 10,
+        "connections": connections,
+        "start_at": start_at,
+        "warmup": FLOOD_LEAD,
+        # whole seconds: the limit's windows are seconds of the clock, so a window of
+        # n.5 s would hold n or n + 1 of them and bias the accepted rate
+        "duration": ctx.profile.fairness_seconds + 1.0,
+        "cpu_pids": ctx.cpu_pids(ctx.api),
+    }
+
+
+def _combined(phases: list[dict[str, Any]], op: str) -> dict[str, Any]:
+    """The latency summary of ``op`` over every phase's samples together."""
+    return summarize_ms([v for phase in phases for v in phase["samples"][op]])
+
+
+def _fairness_cpu(phases: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU over the phases (weighted by length), the client being every load process: the
+    bystanders' and, under flood, the flooding ones; "other" what no measured process used."""
+    cpu = _cpu([{"elapsed": p["elapsed"], "cpu": p["cpu"]} for p in phases])
+    total = sum(p["elapsed"] for p in phases) or 1.0
+    cpu["client"] = round(sum(p["client_cpu"] * p["elapsed"] for p in phases) / total, 1)
+    if "machine" in cpu:
+        measured = cpu["client"] + cpu.get("server", 0.0) + cpu.get("redis", 0.0)
+        cpu["other"] = round(max(cpu["machine"] - measured, 0.0), 1)
+    return cpu
+
+
+def fairness(ctx: Context) -> list[Row]:
+    """Bystander tenants' latency alone and while another tenant floods the shared workers.
+
+    Each phase runs the bystanders (open loop, :func:`bench.client.job_bystander`) in a
+    process of their own; a flood phase adds two more processes for the flooding tenant, one
+    publishing as fast as it can on several connections (far past its plan's limit, so most
+    answers are 429) and one pulling and acking its own full queue as fast as it can. The
+    phases alternate (alone, flood, flood, alone, ...) so that a drift of the machine weighs
+    on both alike. Then, for the reason behind the figures, the worker CPU one refused
+    publish costs next to one accepted publish, each at saturation."""
+    p = ctx.profile
+    assert ctx.flooder is not None
+    assert ctx.refused is not None
+    assert ctx.bystanders
+    seconds = fixtures.fill_queue(ctx.flooder, "flood", p.fairness_fill)
+    log(f"  filled the flooder's queue with {p.fairness_fill:,} messages in {seconds:.1f} s")
+    timeout = p.fairness_seconds + 60
+
+    def keep(result: dict[str, Any], label: str) -> dict[str, Any]:
+        result["samples"] = {op: result.pop(f"raw_{op}") for op in ("publish", "pull")}
+        for tenant in ctx.bystanders:
+            fixtures.empty_queue(tenant, "fair")
+        lag = result["send_lag"]
+        log(
+            f"  {label}: publish p50 {result['publish_latency']['p50_ms']} ms p99 "
+            f"{result['publish_latency']['p99_ms']} ms; pull p50 "
+            f"{result['pull_latency']['p50_ms']} ms p99 {result['pull_latency']['p99_ms']} ms "
+            f"(client send lag p99 {lag['p99_ms']} ms; cpu {result['cpu']})"
+        )
+        return result
+
+    def alone() -> dict[str, Any]:
+        job = {**_bystander_job(ctx), "start_at": time.time() + 0.5}
+        with ctx.recording(ctx.api, "fairness-alone"):
+            result = run_client(job, timeout)
+        result["client_cpu"] = result["cpu"]["client"]
+        return keep(result, "alone")
+
+    def flood() -> dict[str, Any]:
+        start_at = time.time() + 1.5  # every process is up and connected by then
+        jobs = [
+            {**_bystander_job(ctx), "start_at": start_at + FLOOD_LEAD},
+            _flood_job(ctx, "publish", p.fairness_flood_connections, start_at),
+            _flood_job(ctx, "pull", p.fairness_flood_pull_connections, start_at),
+        ]
+        with ctx.recording(ctx.api, "fairness-flood"), ThreadPoolExecutor(len(jobs)) as pool:
+            result, publisher, puller = pool.map(lambda job: run_client(job, timeout), jobs)
+        result["flood_publish"], result["flood_pull"] = publisher, puller
+        result["client_cpu"] = (
+            result["cpu"]["client"] + publisher["cpu"]["client"] + puller["cpu"]["client"]
+        )
+        log(
+            f"  flooder: {publisher['messages_per_s']:,.0f} msg/s accepted, "
+            f"{publisher['rate_limited_per_s']:,.0f} 429/s ({publisher['statuses']}); pulled "
+            f"{puller['messages_per_s']:,.0f} msg/s"
+        )
+        return keep(result, "under flood")
+
+    results: dict[str, list[dict[str, Any]]] = {"alone": [], "flood": []}
+    ran: list[str] = []
+    for r in range(p.fairness_rounds):
+        order = [("alone", alone), ("flood", flood)]
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            results[name].append(fn())
+            ran.append(name)
+    cost = _refusal_cost(ctx)
+
+    publishers = [r["flood_publish"] for r in results["flood"]]
+    pullers = [r["flood_pull"] for r in results["flood"]]
+    accepted = _rate(publishers, "messages_per_s")
+    refused_rate = _rate(publishers, "rate_limited_per_s")
+    refused_count = sum(r["rate_limited"] for r in publishers)
+    pulled = _rate(pullers, "messages_per_s")
+    figures_common = {
+        "bystander_tenants": len(ctx.bystanders),
+        "bystander_publish_rate": p.fairness_publish_rate,
+        "bystander_pull_rate": p.fairness_pull_rate,
+        "phase_seconds": p.fairness_seconds,
+        "rounds": p.fairness_rounds,
+    }
+    # The goal is about a flooder at its limit: if it never got a 429 (a machine too busy
+    # to let it reach its limit), the figures are kept but give no verdict.
+    at_limit = all(r["rate_limited"] > 0 for r in publishers)
+    rows = []
+    summaries: dict[str, dict[str, Any]] = {}
+    cpu_figures: dict[str, dict[str, Any]] = {
+        "publish": {
+            "cpu": _fairness_cpu(results["flood"]),
+            "reference_cpu": _fairness_cpu(results["alone"]),
+        },
+        "pull": {},  # the same phases: listed once in the CPU table
+    }
+    for op, title in (("publish", "publish (1 message)"), ("pull", "pull (up to 10) + ack")):
+        a, f = _combined(results["alone"], op), _combined(results["flood"], op)
+        summaries[op] = {"alone": a, "flood": f}
+        ratio = f["p99_ms"] / a["p99_ms"] if a["p99_ms"] and f["p99_ms"] else None
+        rows.append(
+            Row(
+                measurement=f"Fairness: bystander {title} latency, {len(ctx.bystanders)} "
+                f"tenants at {getattr(p, f'fairness_{op}_rate')} req/s open loop, while one "
+                f"tenant floods at its limit",
+                result=f"p50 {_ms(f['p50_ms'])}, p99 {_ms(f['p99_ms'])} under flood"
+                + ("" if at_limit else " (the flooder stayed below its limit: no verdict)"),
+                reference=f"alone: p50 {_ms(a['p50_ms'])}, p99 {_ms(a['p99_ms'])}",
+                ratio=None if ratio is None else round(ratio, 3),
+                goal=f"p99 under flood ≤ {FAIRNESS_GOAL:g} x alone",
+                met=(ratio is not None and ratio <= FAIRNESS_GOAL) if at_limit else None,
+                figures={
+                    **figures_common,
+                    "flooder_at_limit": at_limit,
+                    "alone": a,
+                    "flood": f,
+                    "p50_ratio": round(f["p50_ms"] / a["p50_ms"], 3)
+                    if a["p50_ms"] and f["p50_ms"]
+                    else None,
+                    "errors_alone": sum(r["errors"] for r in results["alone"]),
+                    "errors_flood": sum(r["errors"] for r in results["flood"]),
+                    "send_lag_alone": _merge_lag(results["alone"]),
+                    "send_lag_flood": _merge_lag(results["flood"]),
+                    **cpu_figures[op],
+                },
+            )
+        )
+    limit = p.fairness_flood_limit
+    rows.append(
+        Row(
+            measurement=f"Fairness: the flooding tenant (plan limit {limit:,} msg/s; "
+            f"{p.fairness_flood_connections} connections publishing, "
+            f"{p.fairness_flood_pull_connections} pulling + acking) (informational)",
+            result=f"{_fmt(accepted, 'msg/s')} accepted, {_fmt(refused_rate, '429/s')} "
+            f"({refused_count:,} answered 429); {_fmt(pulled, 'msg/s')} pulled",
+            figures={
+                "plan_publish_rate_per_second": limit,
+                "accepted_messages_per_s": round(accepted, 1),
+                "rate_limited_per_s": round(refused_rate, 1),
+                "rate_limited": refused_count,
+                "publish_statuses": _add_statuses(publishers),
+                "pull_statuses": _add_statuses(pullers),
+                "pulled_messages_per_s": round(pulled, 1),
+                "at_limit": at_limit,
+            },
+        )
+    )
+    rows.append(cost)
+    for phases in results.values():
+        for phase in phases:
+            del phase["samples"]
+    ctx.details["fairness"] = {"latency": summaries, "order": ran, **results}
+    return rows
+
+
+def _merge_lag(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst of the phases' client send lags: how late this process itself sent."""
+    return {
+        "p99_ms_max": max((ph["send_lag"]["p99_ms"] or 0.0) for ph in phases),
+        "max_ms": max((ph["send_lag"]["max_ms"] or 0.0) for ph in phases),
+    }
+
+
+def _add_statuses(results: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in results:
+        for status, n in r["statuses"].items():
+            total[status] = total.get(status, 0) + n
+    return total
+
+
+def _refusal_cost(ctx: Context) -> Row:
+    """Worker CPU per answer of a publish refused by the rate limit (429) and of one
+    accepted (201), each a closed loop at saturation on the same connections: what a
+    flooding tenant's refused requests take from everyone else."""
+    assert ctx.refused is not None
+    n = ctx.profile.fairness_flood_connections
+    bystander = ctx.bystanders[0]
+
+    def variant(
+        tenant: BenchTenant | None, queue: str, expect: int
+    ) -> Callable[[], dict[str, Any]]:
+        server = ctx.api if tenant is not None else ctx.bare
+
+        def run() -> dict[str, Any]:
+            job = _closed_loop_job(
+                ctx,
+                kind="http",
+                port=server.port,
+                # the bare view too: a Bearer key routes it as the API's requests
+                key=(tenant or bystander).key,
+                path=f"/v1/queues/{queue}/messages" if tenant is not None else "/bare",
+                body="single",
+                expect=expect,
+                tolerate=[201] if expect == 429 else [],
+                connections=n,
+                cpu_pids=ctx.cpu_pids(server),
+            )
+            result = ctx.run(job, _timeout(ctx), server, f"fairness-{server.name}-{expect}")
+            if tenant is not None:
+                fixtures.empty_queue(tenant, queue)
+            used = result["cpu"].get("server", 0.0)
+            rate = result["requests_per_s"]
+            result["server_cpu_us_per_request"] = (
+                round(used / 100 / rate * 1e6, 1) if rate else None
+            )
+            what = "bare view" if tenant is None else f"publish answered {expect}"
+            log(
+                f"  {what}: {rate:,.0f} req/s, "
+                f"{result['server_cpu_us_per_request']} µs of worker CPU each"
+            )
+            return result
+
+        return run
+
+    rounds = max(ctx.profile.rounds // 2, 1)
+    refused: list[dict[str, Any]] = []
+    accepted: list[dict[str, Any]] = []
+    bare: list[dict[str, Any]] = []
+    for r in range(rounds):
+        variants = [(refused, variant(ctx.refused, "refused", 429)),
+                    (accepted, variant(bystander, "fair", 201)),
+                    (bare, variant(None, "", 201))]  # fmt: skip
+        for into, fn in variants if r % 2 == 0 else variants[::-1]:
+            into.append(fn())
+    rate_429, rate_201 = _rate(refused, "requests_per_s"), _rate(accepted, "requests_per_s")
+    rate_bare = _rate(bare, "requests_per_s")
+    cpu_429, cpu_201 = _cpu(refused), _cpu(accepted)
+
+    def per_request(cpu: dict[str, float], rate: float) -> float | None:
+        return round(cpu.get("server", 0.0) / 100 / rate * 1e6, 1) if rate else None
+
+    us_429, us_201 = per_request(cpu_429, rate_429), per_request(cpu_201, rate_201)
+    us_bare = per_request(_cpu(bare), rate_bare)
+    share = us_429 / us_201 if us_429 and us_201 else None
+    ctx.details["refusal_cost"] = {"refused": refused, "accepted": accepted, "bare": bare}
+    return Row(
+        measurement=f"Fairness: cost of a publish refused by the rate limit (429), {n} "
+        "connections at saturation (informational)",
+        result=f"{_fmt(rate_429, 'req/s')} answered 429, {us_429} µs of worker CPU each",
+        reference=f"accepted (201): {_fmt(rate_201, 'req/s')}, {us_201} µs each; the bare "
+        f"view behind the same entry point (the floor of any answer): "
+        f"{_fmt(rate_bare, 'req/s')}, {us_bare} µs each",
+        ratio=None if share is None else round(share, 3),
+        figures={
+            "refused_requests_per_s": round(rate_429, 1),
+            "accepted_requests_per_s": round(rate_201, 1),
+            "refused_server_cpu_us_per_request": us_429,
+            "accepted_server_cpu_us_per_request": us_201,
+            "bare_requests_per_s": round(rate_bare, 1),
+            "bare_server_cpu_us_per_request": us_bare,
+            "refused_latency": refused[-1]["latency"],
+            "accepted_latency": accepted[-1]["latency"],
+            "cpu": cpu_429,
+            "reference_cpu": cpu_201,
+        },
+    )
+
+
 def failure_row(name: str, error: Exception, server_log: str) -> Row:
     """The row of a measurement that could not be taken, with the reason and the end of the
     API server's log."""
@@ -615,4 +947,5 @@ MEASUREMENTS: dict[str, Callable[[Context], list[Row]]] = {
     "longpoll": long_polling,
     "flat-messages": flat_messages,
     "flat-queues": flat_queues,
+    "fairness": fairness,
 }

@@ -46,6 +46,22 @@ class Profile:
     flat_queues: int
     flat_iterations: int
     flat_block: int
+    #: Fairness: ``fairness_bystanders`` tenants without limits publish (1 message per
+    #: request) at ``fairness_publish_rate`` and pull at ``fairness_pull_rate`` requests/s in
+    #: all, open loop, for ``fairness_seconds`` per phase; phases alone and under flood
+    #: alternate, ``fairness_rounds`` of each (alone, flood, flood, alone, ...). The flooder's
+    #: plan allows ``fairness_flood_limit`` messages/s; it publishes on
+    #: ``fairness_flood_connections`` and pulls on ``fairness_flood_pull_connections``
+    #: connections from a queue holding ``fairness_fill`` messages.
+    fairness_bystanders: int
+    fairness_publish_rate: int
+    fairness_pull_rate: int
+    fairness_seconds: float
+    fairness_rounds: int
+    fairness_flood_limit: int
+    fairness_flood_connections: int
+    fairness_flood_pull_connections: int
+    fairness_fill: int
 
 
 FULL = Profile(
@@ -67,6 +83,15 @@ FULL = Profile(
     flat_queues=10_000,
     flat_iterations=5000,
     flat_block=100,
+    fairness_bystanders=2,
+    fairness_publish_rate=200,
+    fairness_pull_rate=100,
+    fairness_seconds=8.0,
+    fairness_rounds=4,
+    fairness_flood_limit=500,
+    fairness_flood_connections=8,
+    fairness_flood_pull_connections=4,
+    fairness_fill=300_000,
 )
 
 QUICK = Profile(
@@ -88,4 +113,13 @@ QUICK = Profile(
     flat_queues=1_000,
     flat_iterations=600,
     flat_block=50,
+    fairness_bystanders=2,
+    fairness_publish_rate=200,
+    fairness_pull_rate=100,
+    fairness_seconds=4.0,
+    fairness_rounds=2,
+    fairness_flood_limit=500,
+    fairness_flood_connections=8,
+    fairness_flood_pull_connections=4,
+    fairness_fill=100_000,
 )

@@ -158,6 +158,7 @@ def markdown(data: dict[str, Any]) -> str:
                     f"{server} | {cpu.get('redis', 0):.0f} % | {other:.0f} % |"
                 )
     lines.append("")
+    lines += _fairness_phases(data.get("details", {}).get("fairness"))
     if busiest > NOISY_PERCENT:
         lines += [
             f"Note: other processes used up to {busiest:.0f} % of a core during a measurement; "
@@ -166,6 +167,43 @@ def markdown(data: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _fairness_phases(fairness: dict[str, Any] | None) -> list[str]:
+    """The fairness measurement phase by phase, in the order they ran: each phase's
+    bystander latencies, how late the bystanders' own process sent (its share of the
+    latency), the workers' CPU and, under flood, what the flooding tenant got."""
+    if not fairness or not fairness.get("order"):
+        return []
+    lines = [
+        "Fairness, phase by phase (bystander latencies timed from each request's scheduled "
+        "start; send lag: how late the bystanders' own process sent):",
+        "",
+        "| Phase | Publish p50 / p99 | Pull p50 / p99 | Send lag p99 | Server workers CPU | "
+        "Flooder: accepted, 429 |",
+        "|---|---|---|---|---|---|",
+    ]
+    taken = {"alone": 0, "flood": 0}
+    for name in fairness["order"]:
+        phase = fairness[name][taken[name]]
+        taken[name] += 1
+        pub, pull = phase["publish_latency"], phase["pull_latency"]
+        flooder = "—"
+        if name == "flood":
+            f = phase["flood_publish"]
+            flooder = f"{f['messages_per_s']:,.0f} msg/s, {f['rate_limited_per_s']:,.0f} /s"
+        lines.append(
+            f"| {'under flood' if name == 'flood' else 'alone'} | "
+            f"{_ms(pub['p50_ms'])} / {_ms(pub['p99_ms'])} | "
+            f"{_ms(pull['p50_ms'])} / {_ms(pull['p99_ms'])} | {_ms(phase['send_lag']['p99_ms'])} | "
+            f"{phase['cpu'].get('server', 0):.0f} % | {flooder} |"
+        )
+    lines.append("")
+    return lines
 
 
 def write(out_dir: Path, stamp: str, data: dict[str, Any]) -> tuple[Path, Path]:

@@ -10,11 +10,18 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils import timezone
 
-from console.resource_forms import FILTER_HELP, AttributesField, DeliveryForm
+from console.resource_forms import (
+    BACKLOG_FIELDS,
+    FILTER_HELP,
+    AttributesField,
+    DeliveryForm,
+    backlog_field,
+)
 from kernel import limits
 from kernel.errors import PlatformError
 from queues.models import StartAt
 from tenants.models import Scope
+from tenants.services import KEY_LIMIT_MAX
 
 #: The longest lifetime "expires in N days" offers (ten years).
 MAX_KEY_LIFETIME_DAYS = 3650
@@ -83,6 +90,8 @@ class QueueForm(DeliveryForm):
         help_text=f"From {limits.MIN_RETENTION_SECONDS} seconds to 14 days "
         f"({limits.MAX_RETENTION_SECONDS}). Default: 4 days.",
     )
+    max_backlog_messages = backlog_field("max_backlog_messages")
+    max_backlog_bytes = backlog_field("max_backlog_bytes")
 
     field_order = [
         "name",
@@ -93,6 +102,7 @@ class QueueForm(DeliveryForm):
         "max_delivery_attempts",
         "retry_backoff_min",
         "retry_backoff_max",
+        *BACKLOG_FIELDS,
     ]
 
 
@@ -113,6 +123,8 @@ class TopicForm(forms.Form):
         help_text=f"From {limits.MIN_RETENTION_SECONDS} seconds to 14 days "
         f"({limits.MAX_RETENTION_SECONDS}). Default: 7 days.",
     )
+    max_backlog_messages = backlog_field("max_backlog_messages")
+    max_backlog_bytes = backlog_field("max_backlog_bytes")
 
 
 class SubscriptionForm(DeliveryForm):
@@ -138,9 +150,25 @@ class SubscriptionForm(DeliveryForm):
         cast(forms.ChoiceField, self.fields["topic"]).choices = [(n, n) for n in topic_names]
 
 
+#: The key limits the form offers, as ``key_create`` takes them.
+KEY_LIMIT_FIELDS = ("publish_rate_per_second", "consume_rate_per_second", "monthly_messages")
+
+
+def _key_limit_field(label: str, name: str) -> forms.IntegerField:
+    return forms.IntegerField(
+        label=label,
+        required=False,
+        min_value=1,
+        max_value=KEY_LIMIT_MAX[name],
+        help_text="Optional: this key's own limit. Empty: your tenant's limit holds. A value "
+        "above your tenant's changes nothing (the tighter limit holds).",
+    )
+
+
 class KeyForm(forms.Form):
-    """A key's name, scopes, resource patterns and optional expiry. ``cleaned_data`` gains
-    ``expires_at`` (an aware UTC datetime or None) from whichever expiry field was filled."""
+    """A key's name, scopes, resource patterns, optional expiry and optional limits of its
+    own. ``cleaned_data`` gains ``expires_at`` (an aware UTC datetime or None) from whichever
+    expiry field was filled."""
 
     name = forms.CharField(
         max_length=100, widget=forms.TextInput(attrs={"placeholder": "ci-publisher"})
@@ -176,6 +204,13 @@ class KeyForm(forms.Form):
         max_value=MAX_KEY_LIFETIME_DAYS,
         help_text="Counted from now. Leave both empty for a key that never expires.",
     )
+    publish_rate_per_second = _key_limit_field(
+        "Publish rate (messages per second)", "publish_rate_per_second"
+    )
+    consume_rate_per_second = _key_limit_field(
+        "Consume rate (messages per second)", "consume_rate_per_second"
+    )
+    monthly_messages = _key_limit_field("Messages published per month", "monthly_messages")
 
     def __init__(
         self, *args: Any, grantable_scopes: frozenset[str] | None = None, **kwargs: Any

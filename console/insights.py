@@ -29,9 +29,13 @@ from kernel.errors import NotFound
 from kernel.limits import METRIC_RETENTION_HOURS
 from queues import selectors as queue_selectors
 from tenants import selectors as tenant_selectors
+from tenants.quotas import effective_quotas
+from tenants.services import QUOTA_ALERT_PERCENTS
 
 #: Days of daily usage the usage page charts and lists (today included).
 USAGE_DAYS = 30
+#: Keys and resources the usage page lists for this period, the busiest first.
+USAGE_TOP = 20
 AUDIT_PAGE_SIZE = 50
 #: The time windows (hours) a resource's charts offer; the first is the default.
 CHART_WINDOWS = (1, 6, 24, METRIC_RETENTION_HOURS)
@@ -137,14 +141,17 @@ def daily_usage(tenant: Any) -> list[dict[str, Any]]:
 
 
 class UsageView(TenantMixin, TemplateView):
-    """This calendar month's traffic and the tenant's resources against every quota of its
-    plan, and the traffic per day of the last USAGE_DAYS days."""
+    """This calendar month's traffic and the tenant's resources against every quota that
+    holds for it (its plan's or an operator's override), each monthly quota with the share
+    used and the alerts sent, the USAGE_TOP busiest keys and resources of the month, and the
+    traffic per day of the last USAGE_DAYS days."""
 
     template_name = "console/insights/usage.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         tenant = self.tenant
         plan = tenant.plan
+        limits = {name: held.value for name, held in effective_quotas(tenant).items()}
         usage = tenant_selectors.usage_this_period(tenant=tenant)
         active_keys = (
             tenant_selectors.key_list(tenant=tenant)
@@ -152,20 +159,33 @@ class UsageView(TenantMixin, TemplateView):
             .exclude(expires_at__lte=timezone.now())
             .count()
         )
+        # The limits that hold: the plan's, or an operator's override for this tenant.
         quotas = [
-            QuotaRow("Messages this month", int(usage["published"]), plan.monthly_messages),
-            QuotaRow("Queues", queue_selectors.queue_list(tenant=tenant).count(), plan.max_queues),
-            QuotaRow("Topics", queue_selectors.topic_list(tenant=tenant).count(), plan.max_topics),
+            QuotaRow("Messages this month", int(usage["published"]), limits["monthly_messages"]),
+            QuotaRow(
+                "Queues", queue_selectors.queue_list(tenant=tenant).count(), limits["max_queues"]
+            ),
+            QuotaRow(
+                "Topics", queue_selectors.topic_list(tenant=tenant).count(), limits["max_topics"]
+            ),
             QuotaRow(
                 "Subscriptions",
                 queue_selectors.subscription_list(tenant=tenant).count(),
-                plan.max_subscriptions,
+                limits["max_subscriptions"],
             ),
-            QuotaRow("Active API keys", active_keys, plan.max_api_keys),
-            QuotaRow("Message size", None, plan.max_message_bytes, "bytes"),
-            QuotaRow("Publish rate", None, plan.publish_rate_per_second, "messages / second"),
+            QuotaRow("Active API keys", active_keys, limits["max_api_keys"]),
+            QuotaRow("Message size", None, limits["max_message_bytes"], "bytes"),
+            QuotaRow("Publish rate", None, limits["publish_rate_per_second"], "messages / second"),
         ]
         days = daily_usage(tenant)
+        period_start = datetime.fromisoformat(str(usage["period_start"]).replace("Z", "+00:00"))
+        period_end = (period_start + timedelta(days=32)).replace(day=1)
+        top = {
+            by: tenant_selectors.usage_top(
+                tenant=tenant, start=period_start, end=period_end, by=by, limit=USAGE_TOP
+            )
+            for by in ("key", "resource")
+        }
         context = super().get_context_data(**kwargs)
         context.update(
             plan=plan,
@@ -176,6 +196,11 @@ class UsageView(TenantMixin, TemplateView):
                 name: sum(day[name] for day in days) for name in ("published", "delivered", "acked")
             },
             usage_days=USAGE_DAYS,
+            monthly=tenant_selectors.monthly_quota_usage(tenant=tenant),
+            top_keys=top["key"],
+            top_resources=top["resource"],
+            usage_top=USAGE_TOP,
+            alert_percents=QUOTA_ALERT_PERCENTS,
         )
         return context
 

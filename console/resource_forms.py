@@ -25,6 +25,42 @@ def retention_field(default: int) -> forms.IntegerField:
     )
 
 
+#: A queue's or topic's own backlog limits (tenants.quotas.RESOURCE_QUOTAS), as the forms
+#: and the services name them.
+BACKLOG_FIELDS = ("max_backlog_messages", "max_backlog_bytes")
+_BACKLOG_LABELS = {
+    "max_backlog_messages": ("Most messages stored", "messages"),
+    "max_backlog_bytes": ("Most bytes stored", "bytes"),
+}
+
+
+def backlog_field(name: str) -> forms.IntegerField:
+    """An optional backlog limit: empty means the tenant's limit holds. One above the
+    tenant's is kept, but the tenant's (the tighter) holds."""
+    label, unit = _BACKLOG_LABELS[name]
+    return forms.IntegerField(
+        label=label,
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text=f"Publishing is refused once this many {unit} are stored. Empty: your "
+        "plan's limit. A value above your plan's changes nothing.",
+    )
+
+
+def backlog_settings(data: dict[str, Any]) -> dict[str, int | None]:
+    """The backlog limits of a valid form's cleaned data, as the services take them."""
+    return {name: data.get(name) for name in BACKLOG_FIELDS}
+
+
+def _backlog_changes(form: forms.Form, row: Queue | Topic) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in backlog_settings(form.cleaned_data).items()
+        if value != getattr(row, name)
+    }
+
+
 FILTER_HELP = (
     "One name=value per line: only messages with all of these attributes are delivered. "
     "Empty: every message."
@@ -192,6 +228,8 @@ class QueueEditForm(DeliveryForm):
         help_text=f"0 to {limits.MAX_DELAY_SECONDS}.",
     )
     retention_seconds = retention_field(limits.DEFAULT_QUEUE_RETENTION)
+    max_backlog_messages = backlog_field("max_backlog_messages")
+    max_backlog_bytes = backlog_field("max_backlog_bytes")
 
     field_order = [
         "visibility_timeout",
@@ -201,6 +239,7 @@ class QueueEditForm(DeliveryForm):
         "max_delivery_attempts",
         "retry_backoff_min",
         "retry_backoff_max",
+        *BACKLOG_FIELDS,
     ]
 
     def __init__(self, *args: Any, queue: Queue, queue_names: list[str], **kwargs: Any) -> None:
@@ -209,6 +248,7 @@ class QueueEditForm(DeliveryForm):
             **_delivery_initial(queue),
             "delay_seconds": queue.delay_seconds,
             "retention_seconds": queue.retention_seconds,
+            **{name: getattr(queue, name) for name in BACKLOG_FIELDS},
         }
         # A queue cannot be its own dead-letter queue: do not offer it.
         others = [n for n in queue_names if n != queue.name]
@@ -220,11 +260,13 @@ class QueueEditForm(DeliveryForm):
         for field in ("delay_seconds", "retention_seconds"):
             if self.cleaned_data[field] != getattr(self.queue, field):
                 changes[field] = self.cleaned_data[field]
+        changes.update(_backlog_changes(self, self.queue))
         return changes
 
 
 class TopicEditForm(forms.Form):
-    """A topic's retention; its partitions are shown but fixed (see ``topic_update``)."""
+    """A topic's retention and backlog limits; its partitions are shown but fixed (see
+    ``topic_update``)."""
 
     partitions = forms.IntegerField(
         disabled=True,
@@ -233,16 +275,25 @@ class TopicEditForm(forms.Form):
         "to other partitions and break the per-key order consumers rely on.",
     )
     retention_seconds = retention_field(limits.DEFAULT_TOPIC_RETENTION)
+    max_backlog_messages = backlog_field("max_backlog_messages")
+    max_backlog_bytes = backlog_field("max_backlog_bytes")
 
     def __init__(self, *args: Any, topic: Topic, **kwargs: Any) -> None:
         self.topic = topic
-        initial = {"partitions": topic.partitions, "retention_seconds": topic.retention_seconds}
+        initial = {
+            "partitions": topic.partitions,
+            "retention_seconds": topic.retention_seconds,
+            **{name: getattr(topic, name) for name in BACKLOG_FIELDS},
+        }
         super().__init__(*args, **_with_initial(kwargs, initial))
 
     def changes(self) -> dict[str, Any]:
         """The settings that differ from the topic's, as ``topic_update`` takes them."""
         retention = self.cleaned_data["retention_seconds"]
-        return {} if retention == self.topic.retention_seconds else {"retention_seconds": retention}
+        changes = _backlog_changes(self, self.topic)
+        if retention != self.topic.retention_seconds:
+            changes["retention_seconds"] = retention
+        return changes
 
 
 class SubscriptionEditForm(DeliveryForm):

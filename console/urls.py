@@ -20,6 +20,7 @@ urlpatterns = [
     *workbench.urlpatterns,  # /queues/<name>/messages/, dead-letters/, topic log, seek
     path("", include("console.resources")),  # queue, topic and subscription pages
     path("", include("console.accounts")),  # sign-up, account, members, invitations
+    path("", include("console.billing")),  # invoices and the running cost
     path("usage/", insights.UsageView.as_view(), name="usage"),
     path("usage/chart.svg", insights.UsageChartView.as_view(), name="usage-chart"),
     path("audit/", insights.AuditView.as_view(), name="audit"),

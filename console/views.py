@@ -28,6 +28,7 @@ from django.views.generic import FormView, TemplateView
 from redis.exceptions import RedisError
 
 from console.forms import (
+    KEY_LIMIT_FIELDS,
     KeyForm,
     LoginForm,
     QueueForm,
@@ -74,6 +75,23 @@ class LoginView(auth_views.LoginView):
         response = super().form_valid(form)
         after_sign_in(self.request, user)
         return response
+
+
+@method_decorator(never_cache, name="dispatch")
+class AdminLoginView(View):
+    """/admin/login/: operators sign in through the console's form (its lock-out and
+    two-factor step), then come back to ``next``. Someone signed in without staff rights
+    gets a 403 page instead, not a loop between the admin and the console's sign-in."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        user = request.user
+        if user.is_authenticated and not (user.is_active and user.is_staff):
+            raise PermissionDenied("This account has no access to the operators' admin.")
+        target = reverse("console:login")
+        query = request.GET.urlencode()
+        return HttpResponseRedirect(f"{target}?{query}" if query else target)
+
+    post = get
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -328,6 +346,8 @@ class QueueCreateView(ServiceFormView):
             name=data["name"],
             delay_seconds=data["delay_seconds"],
             retention_seconds=data["retention_seconds"],
+            max_backlog_messages=data["max_backlog_messages"],
+            max_backlog_bytes=data["max_backlog_bytes"],
             **delivery_settings(data),
         )
         return self.done(f"Queue \u201c{queue.name}\u201d created.")
@@ -347,6 +367,8 @@ class TopicCreateView(ServiceFormView):
             name=data["name"],
             partitions=data["partitions"],
             retention_seconds=data["retention_seconds"],
+            max_backlog_messages=data["max_backlog_messages"],
+            max_backlog_bytes=data["max_backlog_bytes"],
         )
         return self.done(f"Topic \u201c{topic.name}\u201d created.")
 
@@ -409,6 +431,7 @@ class KeyCreateView(ServiceFormView):
             resources=data["resources"],
             expires_at=data["expires_at"],
             authority=self.authority,
+            **{name: data.get(name) for name in KEY_LIMIT_FIELDS},
         )
         self.request.session[NEW_KEY_SECRET] = {
             "key_id": str(created.key.id),

@@ -229,3 +229,47 @@ def auth_failure_key(bucket: str, window: str, number: int) -> str:
     """An address's failed-authentication counter for one second (``s``) or minute (``m``);
     each address's counters share one hash tag."""
     return f"op:{{authfail.{bucket}}}:{window}:{number}"
+
+
+# --- per-second rate windows and backlogs (the data plane's quota checks) -----------------------
+
+
+def rate_window_key(usage: str, second: int) -> str:
+    """Hash of the tenant's counts in one second (beside its usage hash, same slot), fields
+    :func:`rate_field`; it expires two seconds after it was last counted."""
+    return f"{usage}:rl:{second}"
+
+
+#: What a rate window counts: messages published, messages pulled, data-plane requests.
+RATE_COUNTERS = {"publish": "p", "consume": "c", "requests": "r"}
+
+
+def rate_field(counter: str, *, key: str = "") -> str:
+    """The field of :func:`rate_window_key` counting ``counter`` (a key of RATE_COUNTERS) for
+    the tenant, or for one API key (its prefix)."""
+    return RATE_COUNTERS[counter] + usage_scope(key=key)
+
+
+def queue_backlog(tenant_id: str, queue_id: str) -> str:
+    """Hash of what a queue stores (``n`` messages, ``b`` bytes of bodies and attributes),
+    stored and delayed, kept by every script that adds or removes a message."""
+    return f"{queue_base(tenant_id, queue_id)}:bl"
+
+
+def topic_backlog(tenant_id: str, topic_id: str) -> str:
+    """:func:`queue_backlog` of a topic: every partition's messages together."""
+    return f"{topic_base(tenant_id, topic_id)}:bl"
+
+
+def backlog_of_stream(stream: str) -> str | None:
+    """The backlog hash of the queue or topic whose stream (a topic's: one partition's) is
+    ``stream``, or None for a key of another shape."""
+    head, sep, tail = stream.rpartition(":")
+    if not sep or tail != "s":
+        return None
+    base, _, last = head.rpartition(":")
+    if last.isdigit() and base.rpartition(":")[0].endswith(":t"):
+        return f"{base}:bl"  # op:{t.X}:t:<topic>:<partition>:s
+    if head.rpartition(":")[0].endswith(":q"):
+        return f"{head}:bl"  # op:{t.X}:q:<queue>:s
+    return None

@@ -14,6 +14,7 @@ runs once more; a Gone script changed nothing, so the retry never doubles anythi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -74,6 +75,44 @@ async def _with_current(
         return await call(current)
 
 
+# --- limits -----------------------------------------------------------------------------------
+
+
+def limits_of(principal: Principal) -> dataplane.Limits:
+    """The limits a call of ``principal`` meets, from the cached tenant and key documents
+    (tenants.principals: the tenant's effective quotas, the key's own limits). A document
+    cached before a quota existed lacks it: unlimited until it is pushed again."""
+    tenant = principal.tenant
+    key = principal.key_limits
+    return dataplane.Limits(
+        per_second=tenant.get("publish_rate_per_second"),
+        per_month=tenant.get("monthly_messages"),
+        consume_per_second=tenant.get("consume_rate_per_second"),
+        requests_per_second=tenant.get("request_rate_per_second"),
+        key=principal.prefix,
+        key_per_second=key.get("publish_rate_per_second"),
+        key_per_month=key.get("monthly_messages"),
+        key_consume_per_second=key.get("consume_rate_per_second"),
+        max_backlog_messages=tenant.get("max_backlog_messages"),
+        max_backlog_bytes=tenant.get("max_backlog_bytes"),
+        request=True,
+    )
+
+
+def rate_limit_headers() -> dict[str, str]:
+    """The ``RateLimit-Policy`` and ``RateLimit`` header fields of this task's latest
+    data-plane call (publish, pull, ack, nack, modify-deadline; answered or refused): the
+    limit nearest to exhaustion among those that applied, or none when no limit applied.
+    Call :func:`rate_limit_reset` before the call."""
+    state = dataplane.RATE_LIMIT.get()
+    return state.headers() if state is not None else {}
+
+
+def rate_limit_reset() -> None:
+    """Forget the latest call's rate-limit state (a request starts afresh)."""
+    dataplane.RATE_LIMIT.set(None)
+
+
 # --- publish ----------------------------------------------------------------------------------
 
 
@@ -83,17 +122,15 @@ async def publish(
     """Store one message (``body`` is a message object) or a batch (``{"messages": [...]}``),
     all or nothing: an invalid message is a 400 (413 over the tenant's size limit) and
     nothing is stored. Returns per message its id, partition, offset (None while delayed) and
-    whether it repeated a dedup id of the window. The plan's rate and monthly quota are
-    checked in the same script: RateLimited / QuotaExceeded, and nothing stored."""
+    whether it repeated a dedup id of the window. The limits (:func:`limits_of`: publish and
+    request rates, monthly messages, the resource's backlog) are checked in the same script:
+    RateLimited / QuotaExceeded, and nothing stored or counted."""
     now = now_ms()
     tenant = principal.tenant
     messages: Sequence[Outgoing] = validate_batch(
         body, max_message_bytes=tenant["max_message_bytes"], now_ms=now
     )
-    limits = dataplane.Limits(
-        per_second=tenant.get("publish_rate_per_second") or 0,
-        per_month=tenant.get("monthly_messages") or 0,
-    )
+    limits = limits_of(principal)
     destination = queue_destination if kind == "queue" else topic_destination
 
     async def store(current: dict[str, Any]) -> list[dict[str, Any]]:
@@ -126,30 +163,43 @@ async def pull(
     """Lease up to ``count`` messages for ``visibility_ms`` (default: the resource's), waiting
     up to ``wait_seconds`` for the first one; an empty list when the wait ends with none."""
 
+    limits = limits_of(principal)
+
     async def lease(current: dict[str, Any]) -> list[dict[str, Any]]:
         return await pull_messages(
             consumer_of(principal, kind, current),
             count=count,
             wait_seconds=wait_seconds,
             visibility_ms=visibility_ms,
+            limits=limits,
         )
 
     return await _with_current(principal, kind, doc, lease)
 
 
 async def pull_messages(
-    consumer: Consumer, *, count: int, wait_seconds: int, visibility_ms: int | None
+    consumer: Consumer,
+    *,
+    count: int,
+    wait_seconds: int,
+    visibility_ms: int | None,
+    limits: dataplane.Limits = dataplane.NO_LIMITS,
 ) -> list[dict[str, Any]]:
     """The long poll: lease up to ``count`` messages, waiting up to ``wait_seconds`` for the
     first one. The wait sleeps on the publish script's announcement (queues.engine.waiters),
-    so a message is handed out as soon as it is stored, not at the next tick of a timer."""
+    so a message is handed out as soon as it is stored, not at the next tick of a timer.
+
+    The first pull is the request (counted, and checked against the request rate); the
+    pulls of the wait are not, but each leases within the consume rates: one that finds
+    them used up ends the wait with RateLimited (nothing leased)."""
     pulled = await dataplane.apull(
-        consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms
+        consumer, count=count, now_ms=now_ms(), visibility_ms=visibility_ms, limits=limits
     )
     if pulled.messages or wait_seconds <= 0:
         return pulled.messages
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
+    later = dataclasses.replace(limits, request=False, requests_per_second=None)
     async with get_notifier().watch(consumer.channel) as waiter:
         while True:
             # Pull again now that the subscription is confirmed: a publish between the first
@@ -157,7 +207,7 @@ async def pull_messages(
             mark = waiter.mark()
             now = now_ms()
             pulled = await dataplane.apull(
-                consumer, count=count, now_ms=now, visibility_ms=visibility_ms
+                consumer, count=count, now_ms=now, visibility_ms=visibility_ms, limits=later
             )
             remaining = deadline - loop.time()
             if pulled.messages or remaining <= 0:
@@ -186,10 +236,15 @@ async def settle(
     again after ``ms`` (-1: the retry backoff policy; at max_delivery_attempts they go to the
     dead-letter queue), ``deadline`` moves the lease's end to now + ``ms``. Returns how many
     were settled and the ack ids whose lease had already ended (those change nothing). A
-    malformed ack id is a 400 and nothing is settled."""
+    malformed ack id is a 400 and nothing is settled; past the tenant's request rate,
+    RateLimited and nothing settled or counted."""
+
+    limits = limits_of(principal)
 
     async def apply(current: dict[str, Any]) -> tuple[int, list[str]]:
         consumer = consumer_of(principal, kind, current)
-        return await dataplane.asettle(consumer, mode, ack_ids, ms=ms, now_ms=now_ms())
+        return await dataplane.asettle(
+            consumer, mode, ack_ids, ms=ms, now_ms=now_ms(), limits=limits
+        )
 
     return await _with_current(principal, kind, doc, apply)

@@ -38,6 +38,10 @@ def queue_document(queue: Queue) -> dict[str, Any]:
         "max_delivery_attempts": queue.max_delivery_attempts,
         "dlq": {"id": str(dlq.id), "name": dlq.name} if dlq else None,
         "backoff": [queue.retry_backoff_min, queue.retry_backoff_max],
+        # the queue's own backlog limits (None: the tenant's); the data plane takes the
+        # tighter of these and the tenant document's, so a plan change needs no push here
+        "max_backlog_messages": queue.max_backlog_messages,
+        "max_backlog_bytes": queue.max_backlog_bytes,
     }
 
 
@@ -48,6 +52,8 @@ def topic_document(topic: Topic) -> dict[str, Any]:
         "name": topic.name,
         "partitions": topic.partitions,
         "retention_seconds": topic.retention_seconds,
+        "max_backlog_messages": topic.max_backlog_messages,  # as queue_document's
+        "max_backlog_bytes": topic.max_backlog_bytes,
     }
 
 

@@ -46,6 +46,7 @@ from queues.engine.targets import (
 )
 from queues.models import ConsumerPosition, Queue, StartAt, Subscription, Topic
 from tenants.models import Tenant
+from tenants.quotas import RESOURCE_QUOTAS, Effective, effective_quotas
 from tenants.services import audit
 
 logger = logging.getLogger(__name__)
@@ -111,11 +112,84 @@ def _set_dead_letter(
         )
 
 
-def _check_quota(tenant: Tenant, model: type[Model], limit_name: str) -> None:
-    tenant = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
-    limit = getattr(tenant.plan, limit_name)
-    if model.objects.for_tenant(tenant).count() >= limit:  # type: ignore[attr-defined]
-        raise QuotaExceeded(f"The plan allows {limit} {model._meta.verbose_name_plural}.")
+def _locked_quotas(tenant: Tenant) -> dict[str, Effective]:
+    """The tenant's effective quotas (its plan's, or an operator's override), read with the
+    tenant row locked until the commit. Every creation that a count quota limits and every
+    change of the overrides takes this lock first, so two concurrent creations cannot both
+    see room for one more, and a creation never counts against overrides being replaced."""
+    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    return effective_quotas(locked)
+
+
+def _current_quotas(tenant: Tenant) -> dict[str, Effective]:
+    """The tenant's effective quotas as committed now (the caller's copy may be older)."""
+    return effective_quotas(Tenant.objects.select_related("plan").get(pk=tenant.pk))
+
+
+def _origin(limit: Effective) -> str:
+    return "this tenant's override" if limit.source == "tenant" else "the plan"
+
+
+def _check_count(
+    tenant: Tenant, quotas: dict[str, Effective], model: type[Model], limit_name: str
+) -> None:
+    """QuotaExceeded when the tenant has ``limit_name`` rows of ``model`` already (None:
+    unlimited). Counted under the lock of :func:`_locked_quotas`."""
+    limit = quotas[limit_name]
+    if limit.value is None:
+        return
+    have = model.objects.for_tenant(tenant).count()  # type: ignore[attr-defined]
+    if have >= limit.value:
+        plural = model._meta.verbose_name_plural
+        raise QuotaExceeded(
+            f"Quota {limit_name} reached: {_origin(limit)} allows {limit.value} {plural}, "
+            f"and this tenant has {have}."
+        )
+
+
+def _check_retention(quotas: dict[str, Effective], retention_seconds: int) -> None:
+    """QuotaExceeded naming ``retention_seconds`` when it is above the tenant's longest
+    retention (a quota, like the counts: the same value may be fine on another plan, so it
+    is a 403 quota_exceeded rather than a 400 about the request's form)."""
+    limit = quotas["max_retention_seconds"]
+    if limit.value is not None and retention_seconds > limit.value:
+        detail = (
+            f"Above the quota max_retention_seconds: {_origin(limit)} allows at most "
+            f"{limit.value} seconds."
+        )
+        raise QuotaExceeded(
+            f"retention_seconds: {detail}",
+            errors=[{"field": "retention_seconds", "detail": detail}],
+        )
+
+
+#: The largest backlog limit a row holds (BIGINT).
+MAX_BACKLOG_LIMIT = 2**63 - 1
+
+
+def _set_backlog_limits(instance: Queue | Topic, values: dict[str, Any]) -> None:
+    """A queue's or topic's own ``max_backlog_messages`` / ``max_backlog_bytes`` from
+    ``values`` (only those given): a whole number of at least 1, or None for the tenant's.
+    A value above the tenant's limit is kept but changes nothing: the tighter one holds
+    (tenants.quotas.resource_quotas)."""
+    for field in RESOURCE_QUOTAS:
+        if field not in values:
+            continue
+        value = values[field]
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_BACKLOG_LIMIT
+        ):
+            raise _field_error(
+                field, f"A whole number from 1 to {MAX_BACKLOG_LIMIT}, or null for the tenant's."
+            )
+        setattr(instance, field, value)
+
+
+def _backlog_data(instance: Queue | Topic) -> dict[str, Any]:
+    """The backlog limits a new row was given, for its audit event (none: no data)."""
+    return {f: getattr(instance, f) for f in RESOURCE_QUOTAS if getattr(instance, f) is not None}
 
 
 def _save_new(instance: Model, kind: str) -> None:
@@ -188,7 +262,13 @@ def queue_create(
     max_delivery_attempts: int | None = None,
     dead_letter_queue: str | None = None,
     retry_backoff: dict[str, int] | None = None,
+    max_backlog_messages: int | None = None,
+    max_backlog_bytes: int | None = None,
 ) -> Queue:
+    """Create a queue. Bad settings are InvalidRequest; beyond the tenant's effective quotas
+    (``max_queues``, ``max_retention_seconds``) QuotaExceeded; a taken name Conflict. A
+    refusal stores nothing, in PostgreSQL or Redis. The count is taken with the tenant row
+    locked, so concurrent creations never overshoot ``max_queues``."""
     queue = Queue(
         tenant=tenant,
         name=name,
@@ -198,11 +278,24 @@ def queue_create(
     )
     _set_backoff(queue, retry_backoff)
     _set_dead_letter(tenant, queue, dead_letter_queue, max_delivery_attempts)
+    _set_backlog_limits(
+        queue,
+        {"max_backlog_messages": max_backlog_messages, "max_backlog_bytes": max_backlog_bytes},
+    )
     _validate(queue)
-    _check_quota(tenant, Queue, "max_queues")
+    quotas = _locked_quotas(tenant)
+    _check_retention(quotas, queue.retention_seconds)
+    _check_count(tenant, quotas, Queue, "max_queues")
     _save_new(queue, "queue")
     streams.queue_create(get_redis(), str(tenant.id), str(queue.id))
-    audit(tenant=tenant, actor=actor, action="queue.create", target_type="queue", target_id=name)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="queue.create",
+        target_type="queue",
+        target_id=name,
+        data=_backlog_data(queue),
+    )
     _push(tenant, "queue", name, selectors.queue_document(queue))
     return queue
 
@@ -214,17 +307,25 @@ QUEUE_MUTABLE = {
     "max_delivery_attempts",
     "dead_letter_queue",
     "retry_backoff",
+    *RESOURCE_QUOTAS,
 }
 
 
 @transaction.atomic
 def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str, Any]) -> Queue:
+    """Change the settings in ``changes`` (QUEUE_MUTABLE). A new ``retention_seconds``
+    above the tenant's ``max_retention_seconds`` is QuotaExceeded; a refusal changes
+    nothing."""
     _unchanged_fields(changes, QUEUE_MUTABLE)
     queue = Queue.objects.for_tenant(tenant).select_for_update().get(pk=queue.pk)
     for field in ("delay_seconds", "retention_seconds"):
         if field in changes:
             setattr(queue, field, changes[field])
+    _set_backlog_limits(queue, changes)
     _apply_delivery_changes(tenant, queue, changes)
+    if "retention_seconds" in changes:
+        _validate(queue)  # a 400 for a value out of range comes before the quota's 403
+        _check_retention(_current_quotas(tenant), queue.retention_seconds)
     _save_changes(tenant, actor, queue, "queue", changes, selectors.queue_document)
     return queue
 
@@ -338,27 +439,48 @@ def topic_create(
     name: str,
     partitions: int = DEFAULT_PARTITIONS,
     retention_seconds: int = DEFAULT_TOPIC_RETENTION,
+    max_backlog_messages: int | None = None,
+    max_backlog_bytes: int | None = None,
 ) -> Topic:
+    """Create a topic; refusals as :func:`queue_create` (``max_topics``,
+    ``max_retention_seconds``), storing nothing."""
     topic = Topic(
         tenant=tenant, name=name, partitions=partitions, retention_seconds=retention_seconds
     )
+    _set_backlog_limits(
+        topic,
+        {"max_backlog_messages": max_backlog_messages, "max_backlog_bytes": max_backlog_bytes},
+    )
     _validate(topic)
-    _check_quota(tenant, Topic, "max_topics")
+    quotas = _locked_quotas(tenant)
+    _check_retention(quotas, topic.retention_seconds)
+    _check_count(tenant, quotas, Topic, "max_topics")
     _save_new(topic, "topic")
     streams.topic_create(get_redis(), str(tenant.id), str(topic.id), topic.partitions)
-    audit(tenant=tenant, actor=actor, action="topic.create", target_type="topic", target_id=name)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="topic.create",
+        target_type="topic",
+        target_id=name,
+        data=_backlog_data(topic),
+    )
     _push(tenant, "topic", name, selectors.topic_document(topic))
     return topic
 
 
 @transaction.atomic
 def topic_update(*, tenant: Tenant, actor: str, topic: Topic, changes: dict[str, Any]) -> Topic:
-    """Only the retention can change: more partitions would move keys between partitions and
-    break the per-key order that consumers rely on."""
-    _unchanged_fields(changes, {"retention_seconds"})
+    """Only the retention and the backlog limits can change: more partitions would move keys
+    between partitions and break the per-key order that consumers rely on. A retention above
+    the tenant's ``max_retention_seconds`` is QuotaExceeded and changes nothing."""
+    _unchanged_fields(changes, {"retention_seconds", *RESOURCE_QUOTAS})
     topic = Topic.objects.for_tenant(tenant).select_for_update().get(pk=topic.pk)
+    _set_backlog_limits(topic, changes)
     if "retention_seconds" in changes:
         topic.retention_seconds = changes["retention_seconds"]
+        _validate(topic)
+        _check_retention(_current_quotas(tenant), topic.retention_seconds)
     _save_changes(tenant, actor, topic, "topic", changes, selectors.topic_document)
     return topic
 
@@ -447,7 +569,7 @@ def subscription_create(
     _set_dead_letter(tenant, sub, dead_letter_queue, max_delivery_attempts)
     _set_filter(sub, filter)
     _validate(sub)
-    _check_quota(tenant, Subscription, "max_subscriptions")
+    _check_count(tenant, _locked_quotas(tenant), Subscription, "max_subscriptions")
     _save_new(sub, "subscription")
     streams.subscription_create(
         get_redis(), str(tenant.id), str(topic_row.id), topic_row.partitions, str(sub.id), start_at

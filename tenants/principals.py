@@ -29,14 +29,16 @@ import math
 import string
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import transaction
 from redis.exceptions import RedisError
 
 from kernel.errors import Forbidden, RateLimited, Unauthenticated
@@ -52,6 +54,7 @@ from kernel.redis_keys import (
 )
 from kernel.redis_scripts import Script
 from tenants.models import ApiKey, Tenant
+from tenants.quotas import KEY_QUOTAS, effective_quotas
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +163,9 @@ def _load_tenant(tenant_id: str) -> dict[str, Any] | None:
 
 
 def key_document(key: ApiKey) -> dict[str, Any]:
-    """What the hot cache keeps of a key (never the secret itself)."""
+    """What the hot cache keeps of a key (never the secret itself), with the key's own limits
+    (``limits``: KEY_QUOTAS, None unlimited). The data plane holds a key to these and its
+    tenant to the tenant's, each counted separately, so both always hold."""
     return {
         "id": str(key.id),
         "tenant_id": str(key.tenant_id),
@@ -170,19 +175,50 @@ def key_document(key: ApiKey) -> dict[str, Any]:
         "resources": list(key.resources),
         "expires_at": key.expires_at.timestamp() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
+        "limits": {name: getattr(key, name) for name in KEY_QUOTAS},
     }
 
 
 def tenant_document(tenant: Tenant) -> dict[str, Any]:
-    plan = tenant.plan
-    return {
+    """What the hot cache keeps of a tenant: every quota of
+    :func:`tenants.quotas.effective_quotas` (plan, then the operator's override) by name,
+    None for unlimited, at the top level (the data plane reads them there)."""
+    quotas = effective_quotas(tenant)
+    doc: dict[str, Any] = {
         "id": str(tenant.id),
         "slug": tenant.slug,
         "active": tenant.is_active,
-        "max_message_bytes": plan.max_message_bytes,
-        "publish_rate_per_second": plan.publish_rate_per_second,
-        "monthly_messages": plan.monthly_messages,
     }
+    doc.update({name: effective.value for name, effective in quotas.items()})
+    if doc["max_message_bytes"] is None:  # unlimited here: the request body's limit holds
+        doc["max_message_bytes"] = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2**31
+    return doc
+
+
+def tenant_refresh(tenant: Tenant | str) -> None:
+    """Push the tenant's document to the hot cache once the current transaction commits (at
+    once outside one), so a change of its plan, of the plan's quotas, of its overrides or of
+    its state reaches the data plane within one local TTL. Call it after any such write; for
+    every tenant of a changed plan, :func:`plan_refresh`."""
+    tenant_id = str(tenant.pk if isinstance(tenant, Tenant) else tenant)
+
+    def push() -> None:
+        row = Tenant.objects.select_related("plan").filter(pk=tenant_id).first()
+        tenant_cache.push(tenant_id, tenant_document(row) if row else None)
+
+    transaction.on_commit(push)
+
+
+def plan_refresh(plan: Any) -> None:
+    """:func:`tenant_refresh` for every tenant of ``plan`` (its quotas changed)."""
+    for tenant_id in Tenant.objects.filter(plan=plan).values_list("pk", flat=True):
+        tenant_refresh(str(tenant_id))
+
+
+def key_refresh(key: ApiKey) -> None:
+    """Push ``key``'s document (its limits, scopes, state) once the transaction commits."""
+    doc = key_document(key)
+    transaction.on_commit(lambda: key_cache.push(key.prefix, doc))
 
 
 class KeyCache(HotCache):
@@ -373,6 +409,9 @@ def _rate_limited(retry_after: int) -> RateLimited:
 # --- the principal ----------------------------------------------------------------------------
 
 
+_NO_KEY_LIMITS: Mapping[str, int | None] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller. ``tenant`` is the cached tenant document."""
@@ -384,6 +423,8 @@ class Principal:
     resources: tuple[str, ...]
     tenant: dict[str, Any]
     actor: str
+    #: the key's own limits (key_document's ``limits``); empty for a console session
+    key_limits: Mapping[str, int | None] = field(default_factory=lambda: _NO_KEY_LIMITS)
 
     def require_scope(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -464,6 +505,7 @@ def _principal(key: dict[str, Any], tenant: dict[str, Any] | None) -> Principal:
         resources=tuple(key["resources"]),
         tenant=tenant,
         actor=f"key:{key['prefix']}",
+        key_limits=key.get("limits") or _NO_KEY_LIMITS,
     )
 
 

@@ -104,6 +104,12 @@ def tighter(a: int | None, b: int | None) -> int | None:
     return min(a, b)
 
 
+def _narrower(own: int | None, current: int | None) -> bool:
+    """Whether a key's or resource's own limit is stricter than the one holding (an equal one
+    is not: the source stays the level that set it first)."""
+    return own is not None and (current is None or own < current)
+
+
 def effective_quotas(tenant: Tenant, plan: Plan | None = None) -> dict[str, Effective]:
     """Every quota of ``tenant``: its override where an operator set one, else its plan's."""
     plan = plan or tenant.plan
@@ -123,7 +129,7 @@ def key_quotas(key: ApiKey, tenant_quotas: Mapping[str, Effective]) -> dict[str,
     out = dict(tenant_quotas)
     for name in KEY_QUOTAS:
         own = getattr(key, name)
-        if own is not None and tighter(own, out[name].value) == own:
+        if _narrower(own, out[name].value):
             out[name] = Effective(own, "key")
     return out
 
@@ -134,6 +140,6 @@ def resource_quotas(resource: Any, tenant_quotas: Mapping[str, Effective]) -> di
     out = {name: tenant_quotas[name] for name in RESOURCE_QUOTAS}
     for name in RESOURCE_QUOTAS:
         own = getattr(resource, name)
-        if own is not None and tighter(own, out[name].value) == own:
+        if _narrower(own, out[name].value):
             out[name] = Effective(own, "resource")
     return out

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import F, QuerySet, Sum
+from django.db.models.functions import Trunc, TruncDate
 from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kernel.errors import NotFound
+from kernel.redis_keys import USAGE_COUNTERS
 from tenants.models import (
     AccountVerification,
     ApiKey,
     AuditEvent,
     Invitation,
     Membership,
+    QuotaAlert,
     Tenant,
     UsageRecord,
     User,
 )
+from tenants.quotas import BY_NAME as QUOTAS_BY_NAME
+from tenants.quotas import MONTHLY_QUOTAS, Quota, effective_quotas
 
 #: The session key naming the tenant a console user acts for (the console and the API's
 #: session authentication read it the same way: :func:`session_membership`).
@@ -58,20 +63,31 @@ def audit_event_list(*, tenant: Tenant) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.for_tenant(tenant).order_by("-created_at", "-id")
 
 
+#: The UsageRecord column each monthly quota (tenants.quotas.MONTHLY_QUOTAS) counts.
+MONTHLY_USAGE_COLUMNS: Final[dict[str, str]] = {"monthly_messages": "published"}
+#: What ``GET /v1/usage?by=`` breaks the series down by, and the UsageRecord field of each.
+USAGE_BREAKDOWNS: Final[dict[str, str]] = {"key": "key_prefix", "resource": "resource"}
+#: Every counted column of a UsageRecord row.
+USAGE_COLUMNS: Final = tuple(USAGE_COUNTERS)
+
+
+def _usage_rows(tenant: Tenant, start: datetime, end: datetime) -> QuerySet[UsageRecord]:
+    """Every usage row of the tenant in [start, end): totals, per key and per resource."""
+    return UsageRecord.objects.for_tenant(tenant).filter(hour__gte=start, hour__lt=end)
+
+
 def usage_list(*, tenant: Tenant, start: datetime, end: datetime) -> QuerySet[UsageRecord]:
-    return (
-        UsageRecord.objects.for_tenant(tenant)
-        .filter(hour__gte=start, hour__lt=end)
-        .order_by("hour")
-    )
+    """The tenant's total per hour in [start, end), oldest first (not the per-key and
+    per-resource rows, which count the same traffic again)."""
+    return _usage_rows(tenant, start, end).filter(key_prefix="", resource="").order_by("hour")
 
 
 def usage_this_period(*, tenant: Tenant) -> dict[str, int | str]:
-    """This calendar month's rolled-up traffic."""
+    """This calendar month's rolled-up traffic (the tenant's totals)."""
     start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     totals = (
         UsageRecord.objects.for_tenant(tenant)
-        .filter(hour__gte=start)
+        .filter(hour__gte=start, key_prefix="", resource="")
         .aggregate(
             published=Sum("published"),
             published_bytes=Sum("published_bytes"),
@@ -180,6 +196,131 @@ def usage_per_day(*, tenant: Tenant, start: datetime, end: datetime) -> list[dic
             "acked": int(row["acked"]),
         }
         for row in rows
+    ]
+
+
+def usage_series(
+    *,
+    tenant: Tenant,
+    start: datetime,
+    end: datetime,
+    granularity: str = "hour",
+    by: str | None = None,
+) -> list[dict[str, Any]]:
+    """The tenant's usage in [start, end) summed per hour or per UTC day (``granularity``),
+    oldest first, every column of USAGE_COLUMNS: ``{"start": datetime, column: int...}``.
+
+    ``by`` None: the tenant's totals, one entry per period with traffic. ``by`` "key" or
+    "resource" (USAGE_BREAKDOWNS): one entry per period and key prefix (``"key_prefix"``,
+    with ``"key_id"`` and ``"key_name"`` of that key, None once it is deleted) or resource
+    (``"resource"``, "<kind>:<name>"), ordered by it within a period; periods and scopes
+    without a row are left out."""
+    field = USAGE_BREAKDOWNS[by] if by else None
+    rows = _usage_rows(tenant, start, end)
+    rows = rows.exclude(**{field: ""}) if field else rows.filter(key_prefix="", resource="")
+    group = ["bucket", field] if field else ["bucket"]
+    aggregated = (
+        rows.annotate(bucket=Trunc("hour", granularity, tzinfo=UTC))
+        .order_by()
+        .values(*group)
+        .annotate(**{f"sum_{column}": Sum(column) for column in USAGE_COLUMNS})
+        .order_by(*group)
+    )
+    series = [
+        {
+            "start": row["bucket"],
+            **({field: row[field]} if field else {}),
+            **{column: int(row[f"sum_{column}"]) for column in USAGE_COLUMNS},
+        }
+        for row in aggregated
+    ]
+    if by == "key":
+        prefixes = {entry["key_prefix"] for entry in series}
+        keys = {k.prefix: k for k in ApiKey.objects.for_tenant(tenant).filter(prefix__in=prefixes)}
+        for entry in series:
+            key = keys.get(entry["key_prefix"])
+            entry["key_id"] = key.id if key else None
+            entry["key_name"] = key.name if key else None
+    return series
+
+
+def usage_top(
+    *, tenant: Tenant, start: datetime, end: datetime, by: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """The ``limit`` keys or resources (``by``, as in :func:`usage_series`) with the most
+    messages published and delivered together in [start, end), busiest first (ties by
+    name): ``{"scope": prefix or "<kind>:<name>", column: int...}``. For keys also
+    ``"key"``: the ApiKey of that prefix (None once it is deleted)."""
+    field = USAGE_BREAKDOWNS[by]
+    rows = list(
+        _usage_rows(tenant, start, end)
+        .exclude(**{field: ""})
+        .order_by()
+        .values(field)
+        .annotate(**{f"sum_{column}": Sum(column) for column in USAGE_COLUMNS})
+        .annotate(weight=F("sum_published") + F("sum_delivered"))
+        .order_by("-weight", field)[:limit]
+    )
+    keys: dict[str, ApiKey] = {}
+    if by == "key":
+        prefixes = [row[field] for row in rows]
+        keys = {k.prefix: k for k in ApiKey.objects.for_tenant(tenant).filter(prefix__in=prefixes)}
+    return [
+        {
+            "scope": row[field],
+            **({"key": keys.get(row[field])} if by == "key" else {}),
+            **{column: int(row[f"sum_{column}"]) for column in USAGE_COLUMNS},
+        }
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class MonthlyQuotaUse:
+    """What the tenant has used this calendar month of one monthly quota."""
+
+    quota: Quota
+    used: int
+    limit: int | None  #: None: unlimited
+    source: str  #: where the limit comes from: "plan" or "tenant" (an operator's override)
+    alerts: tuple[int, ...]  #: the alert percentages already emailed this month
+
+    @property
+    def percent(self) -> int | None:
+        """The share of the limit used, in whole percent (None: unlimited, or a limit of 0)."""
+        return self.used * 100 // self.limit if self.limit else None
+
+
+def monthly_quota_usage(*, tenant: Tenant, now: datetime | None = None) -> list[MonthlyQuotaUse]:
+    """Each monthly quota (MONTHLY_QUOTAS, its effective value) against the rolled-up
+    totals of the calendar month of ``now``, in catalogue order."""
+    moment = (now or timezone.now()).astimezone(UTC)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    columns = sorted({MONTHLY_USAGE_COLUMNS[name] for name in MONTHLY_QUOTAS})
+    totals = (
+        _usage_rows(tenant, start, end)
+        .filter(key_prefix="", resource="")
+        .aggregate(**{f"sum_{column}": Sum(column) for column in columns})
+    )
+    sent: dict[str, list[int]] = {}
+    for quota, percent in (
+        QuotaAlert.objects.for_tenant(tenant)
+        .filter(period=f"{start:%Y-%m}")
+        .order_by("percent")
+        .values_list("quota", "percent")
+    ):
+        sent.setdefault(quota, []).append(percent)
+    effective = effective_quotas(tenant)
+    return [
+        MonthlyQuotaUse(
+            quota=QUOTAS_BY_NAME[name],
+            used=int(totals[f"sum_{MONTHLY_USAGE_COLUMNS[name]}"] or 0),
+            limit=effective[name].value,
+            source=effective[name].source,
+            alerts=tuple(sent.get(name, ())),
+        )
+        for name in MONTHLY_QUOTAS
     ]
 
 

@@ -3,6 +3,7 @@ its audit record, and pushes the new state to the hot cache only once it has com
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
@@ -10,12 +11,16 @@ import string
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from smtplib import SMTPException
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.core.mail import send_mail
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.text import slugify
 from django_otp.models import Device
@@ -25,10 +30,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from kernel.errors import Conflict, Forbidden, InvalidRequest, NotFound, QuotaExceeded, RateLimited
 from kernel.redis_client import get_redis
 from kernel.redis_keys import (
+    USAGE_COUNTERS,
     is_usage_month_field,
     parse_usage_field,
     usage_key,
-    usage_month_field,
 )
 from tenants.authority import Authority, check_grant
 from tenants.models import (
@@ -39,6 +44,7 @@ from tenants.models import (
     Invitation,
     Membership,
     Plan,
+    QuotaAlert,
     Role,
     Tenant,
     UsageRecord,
@@ -52,7 +58,8 @@ from tenants.principals import (
     tenant_cache,
     tenant_document,
 )
-from tenants.selectors import invitation_token_hash
+from tenants.quotas import BY_NAME, MONTHLY_QUOTAS, Effective, effective_quotas, validate_overrides
+from tenants.selectors import MONTHLY_USAGE_COLUMNS, invitation_token_hash
 
 DEFAULT_PLAN = "developer"
 RESOURCE_PATTERN = re.compile(r"^(queue|topic|subscription):[A-Za-z0-9._*?\[\]-]{1,128}$")
@@ -126,6 +133,40 @@ def tenant_create(
     return TenantCreated(tenant=tenant, owner=owner, membership=membership)
 
 
+@transaction.atomic
+def tenant_quotas_set(*, tenant: Tenant, actor: str, overrides: dict[str, Any]) -> Tenant:
+    """Replace the operator's quota overrides of ``tenant`` with ``overrides`` (the whole
+    set: ``{quota: number, or None for unlimited}``; a quota left out follows the plan
+    again). Bad names or values are InvalidRequest naming the entry, and change nothing.
+
+    The tenant row is locked (creations counted against a quota wait for the commit), the
+    change is audited as ``tenant.quotas_set`` with ``before`` and ``after``, and the
+    tenant's hot-cache document is pushed once it has committed, so the data plane applies
+    the new limits within one cache push. Setting the overrides it already has changes
+    nothing and is not audited. Returns the tenant as saved."""
+    try:
+        clean = validate_overrides(overrides)
+    except ValueError as exc:
+        name = next(iter(str(exc).split(":", 1)))
+        raise InvalidRequest(str(exc), errors=_field(name, str(exc))) from exc
+    locked, _ = _locked_tenant_quotas(tenant)
+    before = dict(locked.quota_overrides or {})
+    if before == clean:
+        return locked
+    locked.quota_overrides = clean
+    locked.save(update_fields=["quota_overrides"])
+    audit(
+        tenant=locked,
+        actor=actor,
+        action="tenant.quotas_set",
+        target_type="tenant",
+        target_id=str(locked.id),
+        data={"before": before, "after": clean},
+    )
+    transaction.on_commit(lambda: tenant_cache.push(str(locked.id), tenant_document(locked)))
+    return locked
+
+
 @dataclass(frozen=True)
 class KeyCreated:
     key: ApiKey
@@ -158,6 +199,38 @@ def _field(name: str, detail: str | None = None) -> list[dict[str, Any]]:
     return [{"field": name, "detail": detail or f"Invalid {name}."}]
 
 
+#: The largest value of each limit an API key may set (the columns' ranges).
+KEY_LIMIT_MAX: dict[str, int] = {
+    "publish_rate_per_second": 2**31 - 1,
+    "consume_rate_per_second": 2**31 - 1,
+    "monthly_messages": 2**63 - 1,
+}
+
+
+def _clean_key_limits(limits: dict[str, Any]) -> dict[str, int | None]:
+    """A key's own limits (tenants.quotas.KEY_QUOTAS): each a whole number from 1, or None
+    for the tenant's. A value above the tenant's own limit is accepted and kept, but the
+    tighter one holds (tenants.quotas.key_quotas), so it changes nothing until the tenant's
+    limit rises."""
+    clean: dict[str, int | None] = {}
+    for name, value in limits.items():
+        top = KEY_LIMIT_MAX[name]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top
+        ):
+            detail = f"A whole number from 1 to {top}, or null for the tenant's limit."
+            raise InvalidRequest(f"{name}: {detail}", errors=_field(name, detail))
+        clean[name] = value
+    return clean
+
+
+def _locked_tenant_quotas(tenant: Tenant) -> tuple[Tenant, dict[str, Effective]]:
+    """``tenant`` read again with its row locked until the commit, and its effective quotas:
+    creations counted against a quota take this lock, so concurrent ones cannot overshoot."""
+    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    return locked, effective_quotas(locked)
+
+
 @transaction.atomic
 def key_create(
     *,
@@ -168,26 +241,45 @@ def key_create(
     expires_at: datetime | None = None,
     actor: str,
     authority: Authority,
+    publish_rate_per_second: int | None = None,
+    consume_rate_per_second: int | None = None,
+    monthly_messages: int | None = None,
 ) -> KeyCreated:
     """Issue an API key. The returned ``secret`` is the only copy of the token.
 
     ``authority`` is the caller's (tenants.authority): the new key must be within it, or this
     raises Forbidden and stores nothing. It has no default, so no caller is unlimited by
     forgetting it: operator code (manage.py commands, the demo) passes
-    ``tenants.authority.OPERATOR``."""
+    ``tenants.authority.OPERATOR``.
+
+    The key's own limits (publish and consume rates, monthly messages; None: the tenant's)
+    narrow the tenant's for requests made with it; see :func:`_clean_key_limits`. More live
+    keys than the tenant's effective ``max_api_keys`` is QuotaExceeded, counted with the
+    tenant row locked."""
     name = name.strip()
     if not name or len(name) > 100:
         raise InvalidRequest("A key needs a name of 1 to 100 characters.", errors=_field("name"))
     clean_scopes = _clean_scopes(scopes)
     clean_resources = _clean_resources(resources or [])
+    limits = _clean_key_limits(
+        {
+            "publish_rate_per_second": publish_rate_per_second,
+            "consume_rate_per_second": consume_rate_per_second,
+            "monthly_messages": monthly_messages,
+        }
+    )
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidRequest("expires_at must be in the future.", errors=_field("expires_at"))
     check_grant(authority, scopes=clean_scopes, resources=clean_resources, expires_at=expires_at)
-    # Lock the tenant row so two concurrent creations cannot both pass the quota check.
-    tenant = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    tenant, quotas = _locked_tenant_quotas(tenant)
+    cap = quotas["max_api_keys"]
     live = ApiKey.objects.for_tenant(tenant).filter(revoked_at__isnull=True).count()
-    if live >= tenant.plan.max_api_keys:
-        raise QuotaExceeded(f"The plan allows {tenant.plan.max_api_keys} active API keys.")
+    if cap.value is not None and live >= cap.value:
+        origin = "this tenant's override" if cap.source == "tenant" else "the plan"
+        raise QuotaExceeded(
+            f"Quota max_api_keys reached: {origin} allows {cap.value} active API keys, and "
+            f"this tenant has {live}."
+        )
     secret = "".join(secrets.choice(_ALPHABET) for _ in range(40))
     for _ in range(5):
         prefix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10))
@@ -203,6 +295,7 @@ def key_create(
                     resources=clean_resources,
                     expires_at=expires_at,
                     created_by=actor,
+                    **limits,
                 )
             break
         except IntegrityError:  # a prefix collision: 36^10 makes a second one unthinkable
@@ -215,7 +308,12 @@ def key_create(
         action="key.create",
         target_type="key",
         target_id=str(key.id),
-        data={"name": name, "scopes": clean_scopes, "resources": clean_resources},
+        data={
+            "name": name,
+            "scopes": clean_scopes,
+            "resources": clean_resources,
+            **{limit: value for limit, value in limits.items() if value is not None},
+        },
     )
     doc = key_document(key)
     transaction.on_commit(lambda: key_cache.push(key.prefix, doc))
@@ -261,66 +359,276 @@ def key_flush_last_used(*, updates: dict[str, int]) -> int:
 
 
 USAGE_KEEP_HOURS = 3
+#: The UsageRecord columns the data plane counts, in the order the upsert writes them.
+USAGE_COLUMNS: tuple[str, ...] = tuple(USAGE_COUNTERS)
+#: Shares of a monthly quota (percent) whose reaching is emailed, lowest first.
+QUOTA_ALERT_PERCENTS = (80, 100)
+#: Who the audit trail names for what the metering does on its own.
+METERING_ACTOR = "system:metering"
+#: Rows per INSERT of the roll-up (11 parameters each, far below PostgreSQL's 65535).
+_UPSERT_BATCH = 1000
+_SCOPE_MAX = {
+    "key_prefix": UsageRecord._meta.get_field("key_prefix").max_length or 0,
+    "resource": UsageRecord._meta.get_field("resource").max_length or 0,
+}
+#: An hour's counts of one scope: (hour epoch, key prefix, resource); "" and "": the tenant's.
+UsageScope = tuple[int, str, str]
+logger = logging.getLogger(__name__)
 
 
-def _parse_usage(raw: dict[bytes, bytes]) -> dict[int, dict[str, int]]:
-    """The hourly totals in a tenant's counter hash: {hour epoch: {column: count}}.
+def _month_start(moment: datetime, months_back: int = 0) -> datetime:
+    """Midnight UTC on the first day of ``moment``'s month, ``months_back`` months earlier."""
+    moment = moment.astimezone(UTC)
+    index = moment.year * 12 + moment.month - 1 - months_back
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
 
-    Fields are ``<hour epoch>:<counter>`` (hourly traffic) and ``m<YYYYMM>:p`` (the month's
-    published count, read by the publish script's quota check: not an hour, not rolled up)."""
-    hours: dict[int, dict[str, int]] = {}
+
+def _parse_usage(raw: dict[bytes, bytes]) -> dict[UsageScope, dict[str, int]]:
+    """The hourly counts in a tenant's usage hash by scope: ``{(hour epoch, key prefix,
+    resource): {column: count}}``, the tenant's total, each key's and each resource's.
+
+    Other fields (a month's published count, the tenant's or a key's, read by the publish
+    script's quota check) are not hours and are left out; so is a scope longer than its
+    column, which nothing writes today and which would fail the whole batch's insert."""
+    rows: dict[UsageScope, dict[str, int]] = {}
     for field, value in raw.items():
-        parsed = parse_usage_field(field.decode())
-        if parsed is not None and not parsed.key_prefix and not parsed.resource:
-            hours.setdefault(parsed.hour, {})[parsed.column] = int(value)
-    return hours
+        parsed = parse_usage_field(field.decode(errors="replace"))
+        if (
+            parsed is None
+            or len(parsed.key_prefix) > _SCOPE_MAX["key_prefix"]
+            or len(parsed.resource) > _SCOPE_MAX["resource"]
+        ):
+            continue
+        scope = (parsed.hour, parsed.key_prefix, parsed.resource)
+        rows.setdefault(scope, {})[parsed.column] = int(value)
+    return rows
+
+
+def _usage_upsert(rows: list[tuple[Any, ...]]) -> None:
+    """Insert or update ``rows`` (tenant id, hour, key prefix, resource, then USAGE_COLUMNS),
+    _UPSERT_BATCH a statement.
+
+    A row already there keeps the larger of each count (GREATEST, not the value read): the
+    counters only grow within their hour, so a roll-up that read them before another one did
+    and writes after it (a task retried late, two workers at once) cannot lower a row. Rows
+    come sorted by scope, so concurrent roll-ups lock them in the same order and never
+    deadlock."""
+    quote = connection.ops.quote_name
+    table = quote(UsageRecord._meta.db_table)
+    columns = ", ".join(
+        quote(c) for c in ("tenant_id", "hour", "key_prefix", "resource", *USAGE_COLUMNS)
+    )
+    updates = ", ".join(
+        f"{quote(c)} = GREATEST({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in USAGE_COLUMNS
+    )
+    # A row no count of which grows is left alone: no new row version, no WAL, although
+    # every run reads the last USAGE_KEEP_HOURS hours again.
+    grows = " OR ".join(f"{table}.{quote(c)} < EXCLUDED.{quote(c)}" for c in USAGE_COLUMNS)
+    row_placeholder = "(" + ", ".join(["%s"] * (4 + len(USAGE_COLUMNS))) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _UPSERT_BATCH):
+            batch = rows[start : start + _UPSERT_BATCH]
+            # Only identifiers of the model and placeholders are spliced in: no input.
+            sql = (
+                f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+                + ", ".join([row_placeholder] * len(batch))
+                + " ON CONFLICT (tenant_id, hour, key_prefix, resource) DO UPDATE SET "
+                + updates
+                + " WHERE "
+                + grows
+            )
+            cursor.execute(sql, [value for row in batch for value in row])
 
 
 def usage_rollup(*, now: datetime | None = None, chunk: int = 500) -> int:
-    """Copy the data plane's per-hour counters (Redis hash per tenant, written by the Lua
-    scripts) into UsageRecord. The counters are totals per hour, so a row is overwritten,
-    never added to: running twice is harmless. Hourly fields older than USAGE_KEEP_HOURS are
-    then dropped from Redis (their rows are final), and monthly quota counters older than the
-    previous month too. Returns the number of rows written."""
+    """Copy the data plane's per-hour counters (one Redis hash per tenant, written by the Lua
+    scripts) into UsageRecord: one row per tenant, hour and scope (the tenant's total, each
+    API key's, each queue's, topic's and subscription's), every column of USAGE_COUNTERS
+    (a count the hash lacks is 0).
+
+    Every tenant is read, suspended ones too: a tenant suspended during an hour still had
+    that hour's traffic. The counters are totals per hour, so a row is overwritten with what
+    was read, never added to, and never lowered (see :func:`_usage_upsert`): a retry or two
+    workers at once write the same rows. Once a chunk's rows are written, hourly fields
+    older than USAGE_KEEP_HOURS hours leave Redis (their rows are final) and so do monthly
+    published counts (the tenant's and each key's) older than the previous month. Returns
+    the number of rows written."""
     redis = get_redis()
     moment = now or timezone.now()
-    current_hour = int(moment.timestamp()) // 3600
-    previous = moment.replace(day=1) - timedelta(days=1)
-    keep_months = {
-        usage_month_field(moment.year, moment.month),
-        usage_month_field(previous.year, previous.month),
-    }
-    tenant_ids = list(Tenant.objects.filter(is_active=True).values_list("id", flat=True))
+    oldest_hour = int(moment.timestamp()) // 3600 - USAGE_KEEP_HOURS
+    keep_months = {f"{m:%Y%m}" for m in (_month_start(moment), _month_start(moment, 1))}
+    tenant_ids = list(Tenant.objects.order_by("id").values_list("id", flat=True))
     written = 0
     for start in range(0, len(tenant_ids), chunk):
         batch = tenant_ids[start : start + chunk]
         pipe = redis.pipeline(transaction=False)
         for tenant_id in batch:
             pipe.hgetall(usage_key(str(tenant_id)))
+        rows: list[tuple[Any, ...]] = []
+        stale: dict[str, list[bytes]] = {}
         for tenant_id, raw in zip(batch, pipe.execute(), strict=True):
-            hours = _parse_usage(raw)
-            for hour, counts in hours.items():
-                UsageRecord.all_tenants.update_or_create(
-                    tenant_id=tenant_id,
-                    hour=datetime.fromtimestamp(hour * 3600, tz=UTC),
-                    defaults=counts,
-                )
-                written += 1
+            for (hour, prefix, resource), counts in sorted(_parse_usage(raw).items()):
+                when = datetime.fromtimestamp(hour * 3600, tz=UTC)
+                values = (counts.get(column, 0) for column in USAGE_COLUMNS)
+                rows.append((tenant_id, when, prefix, resource, *values))
             old = [
                 field
                 for field in raw
-                if _is_stale(field.decode(), current_hour - USAGE_KEEP_HOURS, keep_months)
+                if _is_stale(field.decode(errors="replace"), oldest_hour, keep_months)
             ]
             if old:
-                redis.hdel(usage_key(str(tenant_id)), *old)
+                stale[str(tenant_id)] = old
+        with transaction.atomic():
+            _usage_upsert(rows)
+        written += len(rows)
+        if stale:  # only once their rows are in PostgreSQL
+            pipe = redis.pipeline(transaction=False)
+            for ident, fields in stale.items():
+                pipe.hdel(usage_key(ident), *fields)
+            pipe.execute()
     return written
 
 
 def _is_stale(field: str, oldest_hour: int, keep_months: set[str]) -> bool:
+    """Whether a usage hash field may leave Redis: an hour's count of any scope older than
+    ``oldest_hour``, or a month's published count (the tenant's or a key's) of a month not in
+    ``keep_months`` ("YYYYMM"). Fields of a shape this version does not know stay."""
     hourly = parse_usage_field(field)
     if hourly is not None:
         return hourly.hour < oldest_hour
-    return is_usage_month_field(field) and field not in keep_months
+    return is_usage_month_field(field) and field[1:7] not in keep_months
+
+
+def usage_trim(*, now: datetime | None = None, batch: int = 10_000) -> int:
+    """Delete the UsageRecord rows of hours before the months kept: the current calendar
+    month and the settings.USAGE_KEEP_MONTHS months before it (13: a full year back and the
+    month before, for comparing a month with the same one a year earlier). Deletes
+    ``batch`` rows a statement, so no statement locks a whole year of rows. Returns how many
+    rows went."""
+    cutoff = _month_start(now or timezone.now(), settings.USAGE_KEEP_MONTHS)
+    old = UsageRecord.all_tenants.filter(hour__lt=cutoff)
+    deleted = 0
+    while ids := list(old.order_by("id").values_list("id", flat=True)[:batch]):
+        deleted += UsageRecord.all_tenants.filter(id__in=ids).delete()[0]
+    return deleted
+
+
+@dataclass(frozen=True)
+class QuotaAlertDue:
+    """A monthly quota a tenant has used ``percent`` % of (a QUOTA_ALERT_PERCENTS step)."""
+
+    tenant: Tenant
+    quota: str
+    period: str
+    percent: int
+    used: int
+    limit: int
+
+
+def usage_alerts_due(*, now: datetime | None = None) -> list[QuotaAlertDue]:
+    """The alerts the rolled-up usage of the calendar month of ``now`` calls for and that
+    were not sent yet: per tenant and monthly quota (MONTHLY_QUOTAS, at the value
+    effective_quotas gives; None or 0 sends nothing), the highest QUOTA_ALERT_PERCENTS step
+    its use has reached. Only the highest: a tenant that goes from 50 % to 100 % between two
+    roll-ups gets the 100 % alert alone. Suspended tenants are included."""
+    start = _month_start(now or timezone.now())
+    end = _month_start(start + timedelta(days=32))
+    period = f"{start:%Y-%m}"
+    columns = sorted({MONTHLY_USAGE_COLUMNS[name] for name in MONTHLY_QUOTAS})
+    sums = (
+        UsageRecord.all_tenants.filter(hour__gte=start, hour__lt=end, key_prefix="", resource="")
+        .values("tenant_id")
+        .annotate(**{f"used_{column}": Sum(column) for column in columns})
+        .values_list("tenant_id", *(f"used_{column}" for column in columns))
+    )
+    used = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in sums}
+    sent = set(
+        QuotaAlert.all_tenants.filter(period=period, tenant_id__in=used).values_list(
+            "tenant_id", "quota", "percent"
+        )
+    )
+    due: list[QuotaAlertDue] = []
+    for tenant in Tenant.objects.filter(id__in=used).select_related("plan").order_by("id"):
+        quotas = effective_quotas(tenant)
+        for name in MONTHLY_QUOTAS:
+            limit = quotas[name].value
+            count = int(used[tenant.id][MONTHLY_USAGE_COLUMNS[name]] or 0)
+            reached = [p for p in QUOTA_ALERT_PERCENTS if limit and count * 100 >= p * limit]
+            if limit and reached and (tenant.id, name, reached[-1]) not in sent:
+                due.append(QuotaAlertDue(tenant, name, period, reached[-1], count, limit))
+    return due
+
+
+def quota_alert_send(*, alert: QuotaAlertDue) -> QuotaAlert | None:
+    """Email one alert to the tenant's owners and admins (one message, all of them as
+    recipients) and audit it as ``quota.alert``, once: the QuotaAlert row (unique per
+    tenant, quota, period and percent) is inserted in the same transaction before the
+    email goes, so a second worker's insert waits for this one and then fails, and that
+    worker sends nothing. None when the alert was already sent.
+
+    When sending fails (SMTPException or OSError: the mail server refused or cannot be
+    reached) the transaction rolls back, the row with it, and the next roll-up tries again;
+    the error is logged and None returned, so one tenant's mail does not stop the others'.
+    A commit failing after the email went could send it twice; that is the rarer and
+    cheaper mistake than an alert never sent."""
+    tenant = alert.tenant
+    recipients = list(
+        Membership.all_tenants.filter(
+            tenant=tenant, role__in=[Role.OWNER, Role.ADMIN], user__is_active=True
+        )
+        .order_by("user__email")
+        .values_list("user__email", flat=True)
+    )
+    quota = BY_NAME[alert.quota]
+    context = {
+        "tenant": tenant,
+        "quota": quota,
+        "period": alert.period,
+        "percent": alert.percent,
+        "used": alert.used,
+        "limit": alert.limit,
+    }
+    subject = f"{tenant.name}: {alert.percent}% of a monthly quota used in {alert.period}"
+    try:
+        with transaction.atomic():
+            row = QuotaAlert.all_tenants.create(
+                tenant=tenant, quota=alert.quota, period=alert.period, percent=alert.percent
+            )
+            audit(
+                tenant=tenant,
+                actor=METERING_ACTOR,
+                action="quota.alert",
+                target_type="quota",
+                target_id=alert.quota,
+                data={
+                    "period": alert.period,
+                    "percent": alert.percent,
+                    "used": alert.used,
+                    "limit": alert.limit,
+                    "recipients": len(recipients),
+                },
+            )
+            body = render_to_string("email/quota_alert.txt", context)
+            send_mail(subject, body, None, recipients)
+    except IntegrityError:
+        return None  # another worker has sent it
+    except (SMTPException, OSError):
+        logger.exception(
+            "quota alert %s %s %s%% of tenant %s not sent; the next roll-up retries",
+            alert.quota,
+            alert.period,
+            alert.percent,
+            tenant.id,
+        )
+        return None
+    return row
+
+
+def usage_alerts(*, now: datetime | None = None) -> list[QuotaAlert]:
+    """Send every alert :func:`usage_alerts_due` finds (run right after the roll-up, in
+    the same task); returns the alerts sent by this call."""
+    sent = (quota_alert_send(alert=alert) for alert in usage_alerts_due(now=now))
+    return [row for row in sent if row is not None]
 
 
 # --- people: sign-up, email verification, invitations, members, two-factor ---------------------
@@ -879,3 +1187,188 @@ def account_password_changed(*, user: User, reset: bool) -> None:
     _audit_account(
         user=user, action="account.password_reset" if reset else "account.password_change"
     )
+
+
+# --- operators: what the admin changes (suspend, resume, tenant fields, plans, memberships) -----
+
+
+def _push_tenant_on_commit(tenant: Tenant) -> None:
+    doc = tenant_document(tenant)
+    transaction.on_commit(lambda: tenant_cache.push(str(tenant.id), doc))
+
+
+def _tenant_active_set(*, tenant: Tenant, actor: str, active: bool, reason: str) -> Tenant:
+    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    if locked.is_active == active:
+        return locked
+    locked.is_active = active
+    locked.save(update_fields=["is_active"])
+    audit(
+        tenant=locked,
+        actor=actor,
+        action="tenant.resume" if active else "tenant.suspend",
+        target_type="tenant",
+        target_id=str(locked.id),
+        data={"reason": reason} if reason else {},
+    )
+    _push_tenant_on_commit(locked)
+    return locked
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant: Tenant, actor: str, reason: str = "") -> Tenant:
+    """Suspend ``tenant``: from the commit on, every data-plane request with one of its keys
+    is refused (401, "tenant is not active"): the tenant's hot-cache document is pushed at the
+    commit, so this process sees it at once and every other one within HOT_CACHE_TTL_SECONDS.
+    Its console turns read-only. Nothing is deleted. Audited as ``tenant.suspend``;
+    suspending a suspended tenant changes nothing and is not audited."""
+    return _tenant_active_set(tenant=tenant, actor=actor, active=False, reason=reason)
+
+
+@transaction.atomic
+def tenant_resume(*, tenant: Tenant, actor: str, reason: str = "") -> Tenant:
+    """Undo :func:`tenant_suspend` (same reach and timing). Audited as ``tenant.resume``;
+    resuming an active tenant changes nothing and is not audited."""
+    return _tenant_active_set(tenant=tenant, actor=actor, active=True, reason=reason)
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor: str, name: str, plan: Plan) -> Tenant:
+    """An operator's change of a tenant's name or plan. A new plan holds on the data plane
+    from the commit on (the hot-cache document is pushed). Audited as ``tenant.update`` with
+    ``before`` and ``after`` of the fields that changed; no change, no audit. An empty name is
+    InvalidRequest."""
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidRequest("A tenant needs a name of 1 to 100 characters.", errors=_field("name"))
+    locked = Tenant.objects.select_for_update().select_related("plan").get(pk=tenant.pk)
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if locked.name != name:
+        before["name"], after["name"] = locked.name, name
+        locked.name = name
+    if locked.plan_id != plan.pk:
+        before["plan"], after["plan"] = locked.plan.slug, plan.slug
+        locked.plan = plan
+    if not after:
+        return locked
+    locked.save(update_fields=list(after))
+    audit(
+        tenant=locked,
+        actor=actor,
+        action="tenant.update",
+        target_type="tenant",
+        target_id=str(locked.id),
+        data={"before": before, "after": after},
+    )
+    _push_tenant_on_commit(locked)
+    return locked
+
+
+@transaction.atomic
+def plan_save(*, plan: Plan, actor: str, changed: list[str]) -> Plan:
+    """Store an operator's new or edited ``plan`` (``changed``: the fields the operator
+    changed). Every tenant on an edited plan gets a ``plan.update`` audit event naming the
+    plan and the new values (a tenant's trail explains every change of its limits and
+    prices), and its hot-cache document is pushed at the commit, so the new limits hold on the
+    data plane at once. A plan nobody is on yet leaves no tenant event."""
+    plan.save()
+    if not changed:
+        return plan
+    values = {field: getattr(plan, field) for field in sorted(changed)}
+    tenants = list(Tenant.objects.select_related("plan").filter(plan=plan))
+    AuditEvent.all_tenants.bulk_create(
+        AuditEvent(
+            tenant=tenant,
+            actor=actor,
+            action="plan.update",
+            target_type="plan",
+            target_id=plan.slug,
+            data={"changed": values},
+        )
+        for tenant in tenants
+    )
+    docs = [(str(tenant.id), tenant_document(tenant)) for tenant in tenants]
+
+    def push() -> None:
+        for ident, doc in docs:
+            tenant_cache.push(ident, doc)
+
+    transaction.on_commit(push)
+    return plan
+
+
+@transaction.atomic
+def membership_set(*, tenant: Tenant, user: User, role: str, actor: str) -> Membership:
+    """An operator makes ``user`` a member of ``tenant`` with ``role``, or gives an existing
+    member that role (``member.add`` or ``member.role``, audited; no change, no audit). The
+    last owner is not demoted (Conflict); an unknown role is InvalidRequest."""
+    _check_role(role)
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    membership = Membership.objects.for_tenant(tenant).filter(user=user).first()
+    if membership is None:
+        membership = Membership.all_tenants.create(tenant=tenant, user=user, role=role)
+        audit(
+            tenant=tenant,
+            actor=actor,
+            action="member.add",
+            target_type="membership",
+            target_id=str(membership.pk),
+            data={"email": user.email, "role": role},
+        )
+        return membership
+    if membership.role == role:
+        return membership
+    if membership.role == Role.OWNER and _owners(tenant) == 1:
+        raise Conflict(LAST_OWNER)
+    previous = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="member.role",
+        target_type="membership",
+        target_id=str(membership.pk),
+        data={"email": user.email, "from": previous, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_delete(*, tenant: Tenant, membership_id: int | str, actor: str) -> None:
+    """An operator takes a member out of ``tenant`` (``member.remove``, audited). The last
+    owner stays (Conflict); another tenant's membership is NotFound."""
+    tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    target = _target(tenant, membership_id)
+    if target.role == Role.OWNER and _owners(tenant) == 1:
+        raise Conflict(LAST_OWNER)
+    audit(
+        tenant=tenant,
+        actor=actor,
+        action="member.remove",
+        target_type="membership",
+        target_id=str(target.pk),
+        data={"email": target.user.email, "role": target.role},
+    )
+    target.delete()
+
+
+#: The fields of a person an operator's change of them audits (the password has its own).
+OPERATOR_AUDITED_USER_FIELDS = ("email", "name", "is_active", "is_staff", "is_superuser")
+
+
+def account_operator_change(*, user: User, actor: str, changed: dict[str, Any]) -> None:
+    """Record an operator's change of a person (``changed``: field → new value, of
+    OPERATOR_AUDITED_USER_FIELDS) as ``account.operator_change`` in the trail of each of the
+    person's tenants; call it in the transaction that saved the user."""
+    data = {name: changed[name] for name in OPERATOR_AUDITED_USER_FIELDS if name in changed}
+    for membership in Membership.all_tenants.filter(user=user).select_related("tenant"):
+        audit(
+            tenant=membership.tenant,
+            actor=actor,
+            action="account.operator_change",
+            target_type="user",
+            target_id=str(user.pk),
+            data=data,
+        )

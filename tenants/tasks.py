@@ -27,5 +27,16 @@ def flush_key_last_used() -> int:
 
 @shared_task(name="tenants.usage_rollup", time_limit=300, soft_time_limit=270, ignore_result=True)
 def usage_rollup() -> int:
-    """Copy each tenant's hourly traffic counters from Redis into UsageRecord rows."""
-    return services.usage_rollup()
+    """Copy each tenant's hourly traffic counters from Redis into UsageRecord rows, then
+    email the quota alerts the new totals call for (each once per month and share; one
+    whose email failed is tried again by the next run). Returns the rows written."""
+    written = services.usage_rollup()
+    services.usage_alerts()
+    return written
+
+
+@shared_task(name="tenants.usage_trim", time_limit=600, soft_time_limit=540, ignore_result=True)
+def usage_trim() -> int:
+    """Delete the hourly usage rows older than the months kept (settings.USAGE_KEEP_MONTHS
+    before the current one). Returns how many went."""
+    return services.usage_trim()

@@ -19,11 +19,18 @@ from rest_framework.response import Response
 from api.pagination import paginate
 from api.schema import AUTH_ERRORS, INVALID, page_of, problem
 from api.views.base import TenantAPIView
-from api.views.queues import StrictCharField, StrictSerializer
+from api.views.queues import StrictCharField, StrictIntegerField, StrictSerializer
 from kernel.errors import NotFound
 from tenants import selectors, services
 from tenants.authority import Authority, key_authority, keys_within, member_authority
 from tenants.models import ALL_SCOPES, ApiKey, User
+from tenants.quotas import KEY_QUOTAS
+
+KEY_LIMIT_HELP = (
+    "The key's own limit (null: the tenant's holds). It narrows the tenant's for requests "
+    "with this key; one above the tenant's is kept but the tenant's holds (GET /v1/tenant "
+    "shows which)."
+)
 
 
 class KeyOutputSerializer(serializers.Serializer[Any]):
@@ -36,6 +43,15 @@ class KeyOutputSerializer(serializers.Serializer[Any]):
     revoked_at = serializers.DateTimeField(allow_null=True)
     last_used_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
+    publish_rate_per_second = serializers.IntegerField(
+        allow_null=True, help_text=f"{KEY_LIMIT_HELP} Messages published per second."
+    )
+    consume_rate_per_second = serializers.IntegerField(
+        allow_null=True, help_text=f"{KEY_LIMIT_HELP} Messages pulled per second."
+    )
+    monthly_messages = serializers.IntegerField(
+        allow_null=True, help_text=f"{KEY_LIMIT_HELP} Messages published per calendar month."
+    )
 
 
 class KeyCreatedSerializer(KeyOutputSerializer):
@@ -53,6 +69,7 @@ def key_data(key: ApiKey) -> dict[str, Any]:
         "revoked_at": key.revoked_at,
         "last_used_at": key.last_used_at,
         "created_at": key.created_at,
+        **{name: getattr(key, name) for name in KEY_QUOTAS},
     }
 
 
@@ -107,6 +124,30 @@ class KeyListCreateView(KeyAPIView):
             "resource (only a caller without patterns may grant that).",
         )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        publish_rate_per_second = StrictIntegerField(
+            min_value=1,
+            max_value=services.KEY_LIMIT_MAX["publish_rate_per_second"],
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text=KEY_LIMIT_HELP,
+        )
+        consume_rate_per_second = StrictIntegerField(
+            min_value=1,
+            max_value=services.KEY_LIMIT_MAX["consume_rate_per_second"],
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text=KEY_LIMIT_HELP,
+        )
+        monthly_messages = StrictIntegerField(
+            min_value=1,
+            max_value=services.KEY_LIMIT_MAX["monthly_messages"],
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text=KEY_LIMIT_HELP,
+        )
 
     @extend_schema(
         operation_id="keys_list",

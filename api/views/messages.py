@@ -9,7 +9,8 @@ round trip) or, for a pull with ``wait_seconds``, the long poll.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from collections.abc import Awaitable
+from typing import Any, ClassVar, Literal, cast
 
 from asgiref.sync import sync_to_async
 from django.core.validators import RegexValidator
@@ -22,12 +23,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
+from api.errors import platform_error_response
 from api.schema import TEXT_PATTERN, attributes_schema, problem
 from api.views.base import AsyncTenantAPIView, json_response, read_json
 from api.views.queues import OffsetOutField, QueuePeekView, StrictSerializer
 from api.views.topics import TopicLogView
 from kernel import limits
-from kernel.errors import InvalidRequest
+from kernel.errors import InvalidRequest, PlatformError
 from kernel.limits import (
     ACK_ID_PATTERN,
     MAX_BATCH,
@@ -152,11 +154,42 @@ PUBLISHED = inline_serializer("PublishResult", {"messages": PublishedSerializer(
 PULLED = inline_serializer("PullResult", {"messages": MessageOutSerializer(many=True)})
 # api.schema adds the errors every operation of their shape can answer
 PUBLISH_ERRORS = {
-    403: problem("forbidden (scope, resource) or quota_exceeded (monthly messages)"),
-    429: problem("rate_limited: the plan's messages per second; see Retry-After"),
+    403: problem(
+        "forbidden (scope, resource) or quota_exceeded (monthly messages of the tenant or the "
+        "key, the queue's or topic's backlog); nothing stored"
+    ),
+    429: problem(
+        "rate_limited: the publish rate of the tenant or the key, or the tenant's request rate, "
+        "is used up for this second; see Retry-After and RateLimit; nothing stored"
+    ),
     413: problem("payload_too_large: a message is over the tenant's size limit; none stored"),
 }
-CONSUME_ERRORS: dict[int, Any] = {}
+CONSUME_ERRORS: dict[int, Any] = {
+    429: problem(
+        "rate_limited: the consume rate of the tenant or the key (pull), or the tenant's request "
+        "rate, is used up for this second; see Retry-After and RateLimit; nothing done"
+    ),
+}
+
+
+async def with_rate_limit(call: Awaitable[HttpResponse]) -> HttpResponse:
+    """``call``'s response with the RateLimit header fields of its data-plane call (see
+    queues.messaging.rate_limit_headers), on a success and on a refusal by a limit alike.
+    The data-plane app (api.asgi) and Django's handler both serve these views, so both
+    answers carry them."""
+    messaging.rate_limit_reset()
+    try:
+        response = await call
+    except PlatformError as exc:
+        headers = messaging.rate_limit_headers()
+        if not headers:
+            raise
+        response = platform_error_response(exc)
+    else:
+        headers = messaging.rate_limit_headers()
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
 class PullInSerializer(StrictSerializer):
@@ -259,6 +292,13 @@ def _object(body: Any, allowed: set[str]) -> dict[str, Any]:
 # --- publish ----------------------------------------------------------------------------------
 
 
+async def _publish(
+    principal: Principal, kind: Literal["queue", "topic"], doc: dict[str, Any], body: Any
+) -> HttpResponse:
+    result = await messaging.publish(principal, kind, doc, body)
+    return json_response({"messages": result}, status=201)
+
+
 class QueuePublishView(AsyncTenantAPIView):
     scope_map = {"POST": "publish", "GET": "consume"}
     resource_kind = "queue"
@@ -278,8 +318,7 @@ class QueuePublishView(AsyncTenantAPIView):
     ) -> HttpResponse:
         # exact: a body is delivered as the JSON value it came as, every number intact
         body = read_json(request, exact=True)
-        result = await messaging.publish(principal, "queue", resource, body)
-        return json_response({"messages": result}, status=201)
+        return await with_rate_limit(_publish(principal, "queue", resource, body))
 
     async def get(
         self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
@@ -307,8 +346,7 @@ class TopicPublishView(AsyncTenantAPIView):
         self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
     ) -> HttpResponse:
         body = read_json(request, exact=True)
-        result = await messaging.publish(principal, "topic", resource, body)
-        return json_response({"messages": result}, status=201)
+        return await with_rate_limit(_publish(principal, "topic", resource, body))
 
     async def get(
         self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
@@ -401,9 +439,11 @@ class ConsumerView(AsyncTenantAPIView):
         self, request: HttpRequest, principal: Principal, resource: dict[str, Any]
     ) -> HttpResponse:
         if self.verb == "pull":
-            return await _pull(request, principal, self.resource_kind, resource)
+            return await with_rate_limit(_pull(request, principal, self.resource_kind, resource))
         mode = cast(messaging.SettleMode, self.verb)
-        return await _settle(request, principal, self.resource_kind, resource, mode)
+        return await with_rate_limit(
+            _settle(request, principal, self.resource_kind, resource, mode)
+        )
 
 
 _VERBS: dict[str, tuple[str, type[serializers.Serializer[Any]], Any, str]] = {

@@ -189,6 +189,38 @@ def visible(
     return queryset.filter(pk__in=[row[0] for row in rows if allowed(*row[1:])])
 
 
+BACKLOG_HELP = {
+    "max_backlog_messages": "Messages stored at most (null: the tenant's limit holds). ",
+    "max_backlog_bytes": "Bytes stored at most (null: the tenant's limit holds). ",
+}
+BACKLOG_NOTE = (
+    "It narrows the tenant's limit; one above the tenant's is kept, but the tenant's holds."
+)
+
+
+def backlog_field(name: str, *, create: bool) -> StrictIntegerField:
+    """A request field of a queue's or topic's own backlog limit (tenants.quotas
+    RESOURCE_QUOTAS): 1..2**63-1 or null; on create it defaults to null."""
+    extra: dict[str, Any] = {"default": None} if create else {}
+    return StrictIntegerField(
+        min_value=1,
+        max_value=MAX_INT64,
+        allow_null=True,
+        required=False,
+        help_text=BACKLOG_HELP[name] + BACKLOG_NOTE,
+        **extra,
+    )
+
+
+def backlog_output_field(name: str) -> serializers.IntegerField:
+    return serializers.IntegerField(allow_null=True, help_text=BACKLOG_HELP[name] + BACKLOG_NOTE)
+
+
+def backlog_data(row: Model) -> dict[str, int | None]:
+    """A queue's or topic's own backlog limits, as answers show them."""
+    return {name: getattr(row, name) for name in BACKLOG_HELP}
+
+
 # --- queues ---------------------------------------------------------------------------------
 
 
@@ -200,6 +232,8 @@ class QueueOutputSerializer(serializers.Serializer[Any]):
     max_delivery_attempts = serializers.IntegerField(allow_null=True)
     dead_letter_queue = serializers.CharField(allow_null=True)
     retry_backoff = RetryBackoffSerializer()
+    max_backlog_messages = backlog_output_field("max_backlog_messages")
+    max_backlog_bytes = backlog_output_field("max_backlog_bytes")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -218,6 +252,7 @@ def queue_data(queue: Queue) -> dict[str, Any]:
         "max_delivery_attempts": queue.max_delivery_attempts,
         "dead_letter_queue": dlq.name if dlq else None,
         "retry_backoff": queue.retry_backoff,
+        **backlog_data(queue),
         "created_at": queue.created_at,
         "updated_at": queue.updated_at,
     }
@@ -253,6 +288,8 @@ class QueueListCreateView(QueueView):
         )
         dead_letter_queue = NameField(allow_null=True, default=None)
         retry_backoff = RetryBackoffSerializer(required=False)
+        max_backlog_messages = backlog_field("max_backlog_messages", create=True)
+        max_backlog_bytes = backlog_field("max_backlog_bytes", create=True)
 
         class Meta:
             ref_name = "QueueCreate"
@@ -279,7 +316,10 @@ class QueueListCreateView(QueueView):
         responses={
             201: QueueOutputSerializer,
             400: problem("invalid_request: a field is invalid, or dead_letter_queue is no queue"),
-            403: problem("forbidden (scope or resource) or quota_exceeded (too many queues)"),
+            403: problem(
+                "forbidden (scope or resource), or quota_exceeded: the tenant has max_queues "
+                "queues already, or retention_seconds is above its max_retention_seconds"
+            ),
             409: problem("conflict: a queue of that name exists"),
         },
         description="Creates a queue; a dead-letter queue must exist already.",
@@ -307,6 +347,8 @@ class QueueDetailView(QueueView):
         )
         dead_letter_queue = NameField(allow_null=True)
         retry_backoff = RetryBackoffSerializer()
+        max_backlog_messages = backlog_field("max_backlog_messages", create=False)
+        max_backlog_bytes = backlog_field("max_backlog_bytes", create=False)
 
         class Meta:
             ref_name = "QueueUpdate"
@@ -326,6 +368,10 @@ class QueueDetailView(QueueView):
         responses={
             200: QueueOutputSerializer,
             400: problem("invalid_request: a field is invalid, or dead_letter_queue is no queue"),
+            403: problem(
+                "forbidden (scope or resource), or quota_exceeded: retention_seconds is above "
+                "the tenant's max_retention_seconds"
+            ),
         },
         description="Changes the given settings; the name cannot change.",
     )

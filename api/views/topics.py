@@ -28,6 +28,9 @@ from api.views.queues import (
     StoredMessageSerializer,
     StrictIntegerField,
     StrictSerializer,
+    backlog_data,
+    backlog_field,
+    backlog_output_field,
     visible,
 )
 from kernel.limits import (
@@ -47,6 +50,8 @@ class TopicOutputSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     partitions = serializers.IntegerField()
     retention_seconds = serializers.IntegerField()
+    max_backlog_messages = backlog_output_field("max_backlog_messages")
+    max_backlog_bytes = backlog_output_field("max_backlog_bytes")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -56,6 +61,7 @@ def topic_data(topic: Topic) -> dict[str, Any]:
         "name": topic.name,
         "partitions": topic.partitions,
         "retention_seconds": topic.retention_seconds,
+        **backlog_data(topic),
         "created_at": topic.created_at,
         "updated_at": topic.updated_at,
     }
@@ -78,6 +84,8 @@ class TopicListCreateView(TopicView):
         retention_seconds = StrictIntegerField(
             min_value=MIN_RETENTION, max_value=MAX_RETENTION, default=DEFAULT_TOPIC_RETENTION
         )
+        max_backlog_messages = backlog_field("max_backlog_messages", create=True)
+        max_backlog_bytes = backlog_field("max_backlog_bytes", create=True)
 
         class Meta:
             ref_name = "TopicCreate"
@@ -103,7 +111,10 @@ class TopicListCreateView(TopicView):
         request=InputSerializer,
         responses={
             201: TopicOutputSerializer,
-            403: problem("forbidden (scope or resource) or quota_exceeded (too many topics)"),
+            403: problem(
+                "forbidden (scope or resource), or quota_exceeded: the tenant has max_topics "
+                "topics already, or retention_seconds is above its max_retention_seconds"
+            ),
             409: problem("conflict: a topic of that name exists"),
         },
         description="The number of partitions is fixed once the topic exists.",
@@ -125,6 +136,8 @@ class TopicDetailView(TopicView):
         immutable = ("name", "partitions")
 
         retention_seconds = StrictIntegerField(min_value=MIN_RETENTION, max_value=MAX_RETENTION)
+        max_backlog_messages = backlog_field("max_backlog_messages", create=False)
+        max_backlog_bytes = backlog_field("max_backlog_bytes", create=False)
 
         class Meta:
             ref_name = "TopicUpdate"
@@ -140,8 +153,15 @@ class TopicDetailView(TopicView):
     @extend_schema(
         operation_id="topics_update",
         request=InputSerializer,
-        responses={200: TopicOutputSerializer},
-        description="Only the retention can change: more partitions would break per-key order.",
+        responses={
+            200: TopicOutputSerializer,
+            403: problem(
+                "forbidden (scope or resource), or quota_exceeded: retention_seconds is above "
+                "the tenant's max_retention_seconds"
+            ),
+        },
+        description="Only the retention and the backlog limits can change: more partitions "
+        "would break per-key order.",
     )
     def patch(self, request: Request, topic: Topic) -> Response:
         data = self.InputSerializer(data=request.data, partial=True)

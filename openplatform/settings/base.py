@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "tenants",
     "queues",
+    "billing",
     "api",
     "console",
 ]
@@ -282,6 +283,8 @@ KEY_LAST_USED_FLUSH_SECONDS = env("KEY_LAST_USED_FLUSH_SECONDS", 60.0)
 RETENTION_TRIM_SECONDS = env("RETENTION_TRIM_SECONDS", 60.0)
 POSITIONS_SNAPSHOT_SECONDS = env("POSITIONS_SNAPSHOT_SECONDS", 30.0)
 USAGE_ROLLUP_SECONDS = env("USAGE_ROLLUP_SECONDS", 60.0)
+# Months of hourly usage kept in PostgreSQL before the current one (tenants.usage_trim).
+USAGE_KEEP_MONTHS = env("USAGE_KEEP_MONTHS", 13)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "flush-key-last-used": {
         "task": "tenants.flush_key_last_used",
@@ -302,6 +305,17 @@ METRICS_SAMPLE_SECONDS = env("METRICS_SAMPLE_SECONDS", 60.0)
 CELERY_BEAT_SCHEDULE["queues-sample-metrics"] = {
     "task": "queues.sample_metrics",
     "schedule": METRICS_SAMPLE_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["tenants-usage-trim"] = {
+    "task": "tenants.usage_trim",
+    "schedule": env("USAGE_TRIM_SECONDS", 3600.0),
+}
+
+# Bills the previous month once it has ended (billing.tasks: a no-op when already billed).
+BILLING_RUN_SECONDS = env("BILLING_RUN_SECONDS", 86400.0)
+CELERY_BEAT_SCHEDULE["billing-run"] = {
+    "task": "billing.run_previous_month",
+    "schedule": BILLING_RUN_SECONDS,
 }
 
 LOGGING = {

@@ -8,6 +8,7 @@ import itertools
 import re
 import zlib
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +18,11 @@ from kernel.limits import ACK_ID_PATTERN, MAX_ACK_IDS
 from kernel.redis_keys import (
     CONSUMER,
     dedup_key,
-    publish_rate_key,
+    rate_field,
+    rate_window_key,
     usage_hour_field,
     usage_month_field,
+    usage_scope,
 )
 from queues.engine import scripts
 from queues.engine.messages import Outgoing, delivered
@@ -44,18 +47,182 @@ def partition_for(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
-# --- publish ----------------------------------------------------------------------------------
+# --- limits -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """A tenant's publish limits (0: none), from its plan."""
+    """What a data-plane call may do and whose call it is. Every limit is None when none
+    applies. The tenant's limits count the tenant's traffic, the key's (``key``: the API key's
+    prefix, "" for a console session) that key's own: both hold. ``request``: count the call
+    as one data-plane request (metering and the request rate); engine-internal calls (a
+    housekeeping pull, the long poll's later pulls) are not requests. The backlog limits are
+    the tenant's; a queue's or topic's own (its Destination) narrow them."""
 
-    per_second: int = 0
-    per_month: int = 0
+    per_second: int | None = None  # messages published per second, by the tenant
+    per_month: int | None = None  # messages published per calendar month, by the tenant
+    consume_per_second: int | None = None  # messages leased per second, by the tenant
+    requests_per_second: int | None = None  # data-plane requests per second, by the tenant
+    key: str = ""
+    key_per_second: int | None = None
+    key_per_month: int | None = None
+    key_consume_per_second: int | None = None
+    max_backlog_messages: int | None = None
+    max_backlog_bytes: int | None = None
+    request: bool = False
 
 
+#: No limit, and not a request (an engine-internal call; tests).
 NO_LIMITS = Limits()
+#: A pull that is not a request and meets no limit: housekeeping.
+HOUSEKEEPING = NO_LIMITS
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """The limit nearest to exhaustion after a call (or the one that refused it), as the
+    ``RateLimit-Policy`` / ``RateLimit`` header fields tell it: ``policy`` its name, ``quota``
+    its value, ``window`` its length and ``reset`` the seconds until it starts again,
+    ``remaining`` what is left of it."""
+
+    policy: str
+    quota: int
+    window: int
+    remaining: int
+    reset: int
+
+    def headers(self) -> dict[str, str]:
+        """The two header fields (IETF draft "RateLimit header fields for HTTP")."""
+        return {
+            "RateLimit-Policy": f'"{self.policy}";q={self.quota};w={self.window}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={self.reset}',
+        }
+
+
+#: The state of the current task's latest data-plane call (None: no limit applied). Set by
+#: the ``*_result`` functions, read by the API to write the RateLimit headers.
+RATE_LIMIT: ContextVar[RateLimitState | None] = ContextVar("rate_limit", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    where: str  # "w": this second's rate window; "u": the usage hash (a month's count)
+    field: str
+    limit: int
+    unit: str  # "r": one per request; "m": one per message
+    policy: str
+    detail: str
+
+
+def _month_window(now_ms: int) -> tuple[int, int]:
+    """(length of the month of ``now_ms`` in seconds, seconds until it ends), UTC."""
+    moment = datetime.fromtimestamp(now_ms / 1000, UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
+    return int((end - start).total_seconds()), max(1, int(end.timestamp() - now_ms // 1000))
+
+
+def _check_args(checks: Sequence[_Check]) -> list[Any]:
+    args: list[Any] = [len(checks)]
+    for c in checks:
+        args += (c.where, c.field, c.limit, c.unit)
+    return args
+
+
+def _state(checks: Sequence[_Check], left: Sequence[int], now_ms: int) -> RateLimitState | None:
+    """The check nearest to exhaustion: the least left of its quota (share, then count)."""
+    best: tuple[float, int, int] | None = None
+    for i, c in enumerate(checks):
+        share = left[i] / c.limit if c.limit else 0.0
+        if best is None or (share, left[i]) < (best[0], best[1]):
+            best = (share, left[i], i)
+    if best is None:
+        return None
+    return _state_of(checks[best[2]], best[1], now_ms)
+
+
+def _state_of(check: _Check, left: int, now_ms: int) -> RateLimitState:
+    if check.where == "u":
+        window, reset = _month_window(now_ms)
+    else:
+        window, reset = 1, 1
+    return RateLimitState(check.policy, check.limit, window, max(left, 0), reset)
+
+
+def _refusal(check: _Check, now_ms: int) -> Exception:
+    """The error of a call refused by ``check``, with the state for the headers."""
+    state = _state_of(check, 0, now_ms)
+    RATE_LIMIT.set(state)
+    if check.where == "u":
+        return QuotaExceeded(check.detail)
+    return RateLimited(check.detail, retry_after=state.reset)
+
+
+def _rate_checks(
+    limits: Limits,
+    second: int,
+    *,
+    counter: str,
+    tenant_limit: int | None,
+    key_limit: int | None,
+    done: str,
+) -> list[_Check]:
+    """The per-second checks of one kind of traffic (publish or consume) and of requests."""
+    checks: list[_Check] = []
+    verb = "publish" if counter == "publish" else "consume"
+    if tenant_limit is not None:
+        checks.append(
+            _Check(
+                "w",
+                rate_field(counter),
+                tenant_limit,
+                "m",
+                verb,
+                f"The tenant's {verb} rate of {tenant_limit} messages/s is used up for this "
+                f"second; {done}.",
+            )
+        )
+    if key_limit is not None and limits.key:
+        checks.append(
+            _Check(
+                "w",
+                rate_field(counter, key=limits.key),
+                key_limit,
+                "m",
+                f"key-{verb}",
+                f"The key's {verb} rate of {key_limit} messages/s is used up for this "
+                f"second; {done}.",
+            )
+        )
+    if limits.request and limits.requests_per_second is not None:
+        checks.append(
+            _Check(
+                "w",
+                rate_field("requests"),
+                limits.requests_per_second,
+                "r",
+                "requests",
+                f"The tenant's request rate of {limits.requests_per_second} requests/s is used "
+                f"up for this second; {done}.",
+            )
+        )
+    return checks
+
+
+def tighter(a: int | None, b: int | None) -> int | None:
+    """The tighter of two limits, None being unlimited (as tenants.quotas.tighter)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _scopes(limits: Limits, label: str) -> tuple[str, str]:
+    return usage_scope(key=limits.key), usage_scope(resource=label)
+
+
+# --- publish ----------------------------------------------------------------------------------
 
 
 def _month(now_ms: int) -> str:
@@ -65,10 +232,11 @@ def _month(now_ms: int) -> str:
 
 def publish_call(
     dest: Destination, messages: Sequence[Outgoing], now_ms: int, limits: Limits = NO_LIMITS
-) -> tuple[list[str], list[Any]]:
+) -> tuple[list[str], list[Any], list[_Check]]:
     partitions = dest.partitions
     slots: dict[int, int] = {}
-    keys: list[str] = [dest.usage, publish_rate_key(dest.usage, now_ms // 1000)]
+    second = now_ms // 1000
+    keys: list[str] = [dest.usage, rate_window_key(dest.usage, second), dest.backlog]
     per_message: list[Any] = []
     dedup_keys: list[str] = []
     dedup_index: dict[str, int] = {}
@@ -94,6 +262,41 @@ def publish_call(
     for p in slots:  # dicts keep insertion order: slot j is the j-th partition added
         keys += (dest.streams[p], dest.delays[p])
     keys += dedup_keys
+    done = "nothing was stored"
+    checks = _rate_checks(
+        limits,
+        second,
+        counter="publish",
+        tenant_limit=limits.per_second,
+        key_limit=limits.key_per_second,
+        done=done,
+    )
+    month = _month(now_ms)
+    if limits.per_month is not None:
+        checks.append(
+            _Check(
+                "u",
+                month,
+                limits.per_month,
+                "m",
+                "monthly",
+                f"The tenant's monthly quota of {limits.per_month} messages is used up; {done}.",
+            )
+        )
+    key_scope, resource_scope = _scopes(limits, dest.label)
+    if limits.key_per_month is not None and limits.key:
+        checks.append(
+            _Check(
+                "u",
+                month + key_scope,  # usage_month_field(..., key=prefix)
+                limits.key_per_month,
+                "m",
+                "key-monthly",
+                f"The key's monthly quota of {limits.key_per_month} messages is used up; {done}.",
+            )
+        )
+    max_messages = tighter(limits.max_backlog_messages, dest.max_backlog_messages)
+    max_bytes = tighter(limits.max_backlog_bytes, dest.max_backlog_bytes)
     args: list[Any] = [
         now_ms,
         len(slots),
@@ -102,26 +305,53 @@ def publish_call(
         usage_hour_field(now_ms, "published"),
         dest.channel,
         "all" if dest.fanout else "",
-        limits.per_second,
-        limits.per_month,
-        _month(now_ms),
         usage_hour_field(now_ms, "published_bytes"),
+        usage_hour_field(now_ms, "requests") if limits.request else "",
+        month,
+        key_scope,
+        resource_scope,
+        -1 if max_messages is None else max_messages,
+        -1 if max_bytes is None else max_bytes,
+        *_check_args(checks),
     ]
-    return keys, args + per_message
+    return keys, args + per_message, checks
 
 
-def publish_result(raw: list[Any]) -> list[dict[str, Any]]:
-    if raw and raw[0] == -1:
-        if raw[1] == b"gone":
+def _backlog_refusal(dest: Destination, limits: Limits, which: str) -> QuotaExceeded:
+    kind, _, name = dest.label.partition(":")
+    if which == "messages":
+        value = tighter(limits.max_backlog_messages, dest.max_backlog_messages)
+        what = f"{value} messages"
+    else:
+        value = tighter(limits.max_backlog_bytes, dest.max_backlog_bytes)
+        what = f"{value} bytes"
+    return QuotaExceeded(
+        f"{kind.title() or 'The resource'} '{name}' holds its backlog limit of {what}; "
+        "nothing was stored."
+    )
+
+
+def publish_result(
+    raw: list[Any],
+    checks: Sequence[_Check] = (),
+    now_ms: int = 0,
+    dest: Destination | None = None,
+    limits: Limits = NO_LIMITS,
+) -> list[dict[str, Any]]:
+    if raw[0] == -1:
+        reason = raw[1]
+        if reason == b"gone":
             raise Gone
-        if raw[1] == b"rate":
-            raise RateLimited(
-                "The plan's publish rate is exhausted for this second; nothing was stored.",
-                retry_after=1,
-            )
-        raise QuotaExceeded("The plan's monthly message quota is used up; nothing was stored.")
+        if reason == b"limit":
+            raise _refusal(checks[int(raw[2]) - 1], now_ms)
+        if reason == b"backlog" and dest is not None:
+            RATE_LIMIT.set(None)
+            raise _backlog_refusal(dest, limits, raw[2].decode())
+        raise QuotaExceeded("A quota is used up; nothing was stored.")  # pragma: no cover
+    _, records, left = raw
+    RATE_LIMIT.set(_state(checks, left, now_ms) if checks else None)
     out = []
-    for duplicate, record in raw:
+    for duplicate, record in records:
         message_id, partition, offset = record.decode().split("\n")
         out.append(
             {
@@ -142,29 +372,59 @@ async def apublish(
 ) -> list[dict[str, Any]]:
     """Store validated messages (one round trip). Returns per message id, partition, offset
     (None while delayed) and whether it was a duplicate within the dedup window. A batch that
-    would pass the tenant's limits raises RateLimited / QuotaExceeded, and one for a deleted
-    destination raises Gone; either way nothing is stored."""
-    keys, args = publish_call(dest, messages, now_ms, limits)
-    return publish_result(await scripts.PUBLISH.arun(keys, args))
+    would pass a limit of ``limits`` (rates per second of the tenant, of the key and of
+    requests; monthly messages of the tenant and of the key; the destination's backlog)
+    raises RateLimited / QuotaExceeded, and one for a deleted destination raises Gone; either
+    way nothing is stored and nothing counted. The call counts (usage hash, this hour) the
+    messages stored, their bytes and the request, for the tenant, the key and the resource;
+    :data:`RATE_LIMIT` says what is left of the limit nearest to exhaustion."""
+    keys, args, checks = publish_call(dest, messages, now_ms, limits)
+    return publish_result(await scripts.PUBLISH.arun(keys, args), checks, now_ms, dest, limits)
 
 
 # --- pull -------------------------------------------------------------------------------------
 
 
-def _consumer_keys(c: Consumer) -> list[str]:
+def _consumer_keys(c: Consumer, second: int) -> list[str]:
     keys: list[str] = []
     for p in range(c.partitions):
         keys += (c.streams[p], c.delays[p], c.leases[p], c.retries[p])
-    keys.append(c.usage)
+    keys += (c.usage, rate_window_key(c.usage, second), c.backlog)
     if c.dlq_stream:
-        keys.append(c.dlq_stream)
+        keys += (c.dlq_stream, c.dlq_backlog)
     return keys
 
 
 def pull_call(
-    c: Consumer, count: int, visibility_ms: int | None, now_ms: int
+    c: Consumer,
+    count: int,
+    visibility_ms: int | None,
+    now_ms: int,
+    limits: Limits = HOUSEKEEPING,
 ) -> tuple[list[str], list[Any]]:
+    """The pull script's KEYS and ARGV (a housekeeping pull by default: see apull)."""
+    keys, args, _ = pull_call_checked(c, count, visibility_ms, now_ms, limits)
+    return keys, args
+
+
+def pull_call_checked(
+    c: Consumer,
+    count: int,
+    visibility_ms: int | None,
+    now_ms: int,
+    limits: Limits = HOUSEKEEPING,
+) -> tuple[list[str], list[Any], list[_Check]]:
     first = next(_round_robin) % c.partitions if c.partitions > 1 else 0
+    second = now_ms // 1000
+    checks = _rate_checks(
+        limits,
+        second,
+        counter="consume",
+        tenant_limit=limits.consume_per_second,
+        key_limit=limits.key_consume_per_second,
+        done="nothing was leased",
+    )
+    key_scope, resource_scope = _scopes(limits, c.label)
     args = [
         now_ms,
         count,
@@ -181,8 +441,14 @@ def pull_call(
         usage_hour_field(now_ms, "delivered"),
         c.dlq_channel,
         CONSUMER,
+        usage_hour_field(now_ms, "delivered_bytes"),
+        usage_hour_field(now_ms, "requests") if limits.request else "",
+        usage_hour_field(now_ms, "dead_lettered"),
+        key_scope,
+        resource_scope,
+        *_check_args(checks),
     ]
-    return _consumer_keys(c), args
+    return _consumer_keys(c, second), args, checks
 
 
 @dataclass(slots=True)
@@ -191,10 +457,13 @@ class Pulled:
     next_due_ms: int | None  # when nothing was delivered: when something may become due
 
 
-def pull_result(raw: list[Any]) -> Pulled:
-    next_due, entries = raw
-    if next_due == -2:
+def pull_result(raw: list[Any], checks: Sequence[_Check] = (), now_ms: int = 0) -> Pulled:
+    if raw[0] == -2:
         raise Gone
+    if raw[0] == -3:
+        raise _refusal(checks[int(raw[1]) - 1], now_ms)
+    next_due, entries, left = raw
+    RATE_LIMIT.set(_state(checks, left, now_ms) if checks else None)
     messages = []
     for partition, entry_id, attempt, fields in entries:
         offset = entry_id.decode()
@@ -216,11 +485,18 @@ async def apull(
     count: int,
     now_ms: int,
     visibility_ms: int | None = None,
+    limits: Limits = HOUSEKEEPING,
 ) -> Pulled:
-    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout.
-    Raises Gone, having changed nothing, when the consumer's structures are missing."""
-    keys, args = pull_call(c, count, visibility_ms, now_ms)
-    return pull_result(await scripts.PULL.arun(keys, args))
+    """Lease up to ``count`` messages (0: housekeeping only) for the visibility timeout, and
+    no more than the consume rates of ``limits`` leave for this second. Raises Gone, having
+    changed nothing, when the consumer's structures are missing, and RateLimited, having
+    leased and counted nothing, when a consume rate has nothing left or the request rate is
+    used up. Counts (this hour) what was delivered, its bytes, the dead letters made on the
+    way and the request (when ``limits.request``), for the tenant, the key and the resource;
+    a housekeeping pull (the default) counts the dead letters only, for the tenant and the
+    resource."""
+    keys, args, checks = pull_call_checked(c, count, visibility_ms, now_ms, limits)
+    return pull_result(await scripts.PULL.arun(keys, args), checks, now_ms)
 
 
 # --- ack, nack, modify-deadline ---------------------------------------------------------------
@@ -255,14 +531,34 @@ def parse_ack_ids(ack_ids: Any, partitions: int) -> list[tuple[int, str, int]]:
 
 
 def settle_call(
-    c: Consumer, mode: str, ack_ids: list[tuple[int, str, int]], ms: int, now_ms: int
-) -> tuple[list[str], list[Any]]:
+    c: Consumer,
+    mode: str,
+    ack_ids: list[tuple[int, str, int]],
+    ms: int,
+    now_ms: int,
+    limits: Limits = NO_LIMITS,
+) -> tuple[list[str], list[Any], list[_Check]]:
+    second = now_ms // 1000
     keys: list[str] = []
     for p in range(c.partitions):
         keys += (c.streams[p], c.leases[p], c.retries[p])
-    keys.append(c.usage)
+    keys += (c.usage, rate_window_key(c.usage, second), c.backlog)
     if c.dlq_stream:
-        keys.append(c.dlq_stream)
+        keys += (c.dlq_stream, c.dlq_backlog)
+    checks: list[_Check] = []
+    if limits.request and limits.requests_per_second is not None:
+        checks.append(
+            _Check(
+                "w",
+                rate_field("requests"),
+                limits.requests_per_second,
+                "r",
+                "requests",
+                f"The tenant's request rate of {limits.requests_per_second} requests/s is used "
+                "up for this second; nothing was settled.",
+            )
+        )
+    key_scope, resource_scope = _scopes(limits, c.label)
     args: list[Any] = [
         mode,
         now_ms,
@@ -277,26 +573,44 @@ def settle_call(
         usage_hour_field(now_ms, "acked"),
         c.channel,
         c.dlq_channel,
+        usage_hour_field(now_ms, "requests") if limits.request else "",
+        usage_hour_field(now_ms, "dead_lettered"),
+        key_scope,
+        resource_scope,
+        *_check_args(checks),
     ]
     for partition, offset, attempt in ack_ids:
         args += (partition, offset, attempt)
-    return keys, args
+    return keys, args, checks
 
 
-def settle_result(raw: list[Any], ack_ids: list[Any]) -> tuple[int, list[str]]:
-    settled, stale = raw
-    if settled == -1:
+def settle_result(
+    raw: list[Any], ack_ids: list[Any], checks: Sequence[_Check] = (), now_ms: int = 0
+) -> tuple[int, list[str]]:
+    if raw[0] == -1:
         raise Gone
+    if raw[0] == -3:
+        raise _refusal(checks[int(raw[1]) - 1], now_ms)
+    settled, stale, left = raw
+    RATE_LIMIT.set(_state(checks, left, now_ms) if checks else None)
     return int(settled), [ack_ids[i] for i in stale]
 
 
 async def asettle(
-    c: Consumer, mode: str, ack_ids: list[str], *, ms: int, now_ms: int
+    c: Consumer,
+    mode: str,
+    ack_ids: list[str],
+    *,
+    ms: int,
+    now_ms: int,
+    limits: Limits = NO_LIMITS,
 ) -> tuple[int, list[str]]:
     """``mode`` is 'ack', 'nack' (``ms`` delay, -1 for the backoff policy) or 'deadline'
     (``ms`` new lease length; 0 makes the messages deliverable now). Returns how many were
     settled and the stale ack ids. Raises Gone, having changed nothing, when the consumer's
-    structures are missing."""
+    structures are missing, and RateLimited, having changed and counted nothing, past the
+    tenant's request rate. Counts the request, the acks and the dead letters made (this hour)
+    for the tenant, the key and the resource."""
     parsed = parse_ack_ids(ack_ids, c.partitions)
-    keys, args = settle_call(c, mode, parsed, ms, now_ms)
-    return settle_result(await scripts.SETTLE.arun(keys, args), ack_ids)
+    keys, args, checks = settle_call(c, mode, parsed, ms, now_ms, limits)
+    return settle_result(await scripts.SETTLE.arun(keys, args), ack_ids, checks, now_ms)

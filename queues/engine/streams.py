@@ -13,6 +13,7 @@ import redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
+from kernel import redis_keys
 from kernel.errors import InvalidRequest
 from kernel.limits import is_stream_id
 from kernel.redis_keys import dedup_scan_pattern
@@ -75,7 +76,13 @@ def queue_drop(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
     keys = queue_keys(tenant_id, queue_id)
     _drop(
         client,
-        delete=[keys["stream"], keys["delay"], keys["lease"], keys["retry"]],
+        delete=[
+            keys["stream"],
+            keys["delay"],
+            keys["lease"],
+            keys["retry"],
+            redis_keys.queue_backlog(tenant_id, queue_id),
+        ],
         channel=keys["channel"],
     )
 
@@ -124,6 +131,7 @@ def topic_drop(
         for sub_id in subscription_ids:
             own = subscription_partition_keys(tenant_id, sub_id, p)
             keys += [own["lease"], own["retry"]]
+    keys.append(redis_keys.topic_backlog(tenant_id, topic_id))
     _drop(client, delete=keys, channel=topic_channel(tenant_id, topic_id))
 
 
@@ -366,7 +374,11 @@ def log_read(
 def purge(client: redis.Redis, c: Consumer) -> int:
     """Delete every message of a queue; the count removed. Gone when the queue is."""
     purged = int(
-        scripts.PURGE.run(client, [c.streams[0], c.delays[0], c.leases[0], c.retries[0]], [c.group])
+        scripts.PURGE.run(
+            client,
+            [c.streams[0], c.delays[0], c.leases[0], c.retries[0], c.backlog],
+            [c.group],
+        )
     )
     if purged < 0:
         raise Gone
@@ -409,7 +421,14 @@ def redrive(
             done = int(
                 scripts.REDRIVE.run(
                     client,
-                    [dlq.streams[0], dlq.leases[0], dlq.retries[0], stream],
+                    [
+                        dlq.streams[0],
+                        dlq.leases[0],
+                        dlq.retries[0],
+                        stream,
+                        dlq.backlog,
+                        _backlog(stream),
+                    ],
                     [dlq.group, channel, *ids],
                 )
             )
@@ -458,12 +477,30 @@ def seek_positions_for_time(client: redis.Redis, c: Consumer, time_ms: int) -> l
 def trim(
     client: redis.Redis, streams: Iterable[str], *, retention_seconds: int, now_ms: int
 ) -> int:
-    """Drop entries older than the retention period. Returns how many were removed."""
+    """Drop entries older than the retention period, with their queue's or topic's backlog
+    counts (see trim.lua: up to TRIM_STEP entries per stream and call, so a long backlog is
+    trimmed in bounded steps). Returns how many were removed."""
     floor = now_ms - retention_seconds * 1000
-    pipe = client.pipeline(transaction=False)
+    keys: list[str] = []
     for stream in streams:
-        pipe.xtrim(stream, minid=f"{floor}-0", approximate=False)
-    return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+        keys += (stream, _backlog(stream))
+    if not keys:
+        return 0
+    removed = 0
+    while True:
+        step = int(scripts.TRIM.run(client, keys, [floor, TRIM_STEP]))
+        removed += step
+        if step < TRIM_STEP:
+            return removed
+
+
+#: Most entries trim.lua removes per stream in one call (a bounded pause of Redis).
+TRIM_STEP = 10_000
+
+
+def _backlog(stream: str) -> str:
+    """The backlog hash of ``stream``'s queue or topic (a key of its slot in any case)."""
+    return redis_keys.backlog_of_stream(stream) or f"{stream}:bl"
 
 
 # --- positions and rebuilds -------------------------------------------------------------------
@@ -685,7 +722,14 @@ def redrive_ids(
         done = int(
             scripts.REDRIVE.run(
                 client,
-                [dlq.streams[0], dlq.leases[0], dlq.retries[0], stream],
+                [
+                    dlq.streams[0],
+                    dlq.leases[0],
+                    dlq.retries[0],
+                    stream,
+                    dlq.backlog,
+                    _backlog(stream),
+                ],
                 [dlq.group, channel, *ids],
             )
         )
@@ -703,5 +747,5 @@ def delete_ids(client: redis.Redis, c: Consumer, entry_ids: list[str]) -> int:
     Ids not stored count 0 and change nothing but what was left of them."""
     if not entry_ids:
         return 0
-    keys = [c.streams[0], c.leases[0], c.retries[0]]
+    keys = [c.streams[0], c.leases[0], c.retries[0], c.backlog]
     return int(scripts.DELETE_IDS.run(client, keys, [c.group, *entry_ids]))

@@ -30,6 +30,10 @@ class Destination:
     usage: str
     default_delay: int
     fanout: bool  # a topic: every waiting subscription wants each message
+    label: str = ""  # "queue:<name>" / "topic:<name>": the resource in metering
+    backlog: str = ""  # the backlog hash (messages and bytes stored)
+    max_backlog_messages: int | None = None  # the resource's own limits (None: the tenant's)
+    max_backlog_bytes: int | None = None
 
     @property
     def partitions(self) -> int:
@@ -57,6 +61,8 @@ class Consumer:
     dlq_channel: str
     channel: str
     usage: str
+    backlog: str = ""  # the queue's backlog hash (a subscription: its topic's)
+    dlq_backlog: str = ""  # the dead-letter queue's backlog hash ("" without one)
 
     @property
     def partitions(self) -> int:
@@ -108,6 +114,10 @@ def queue_destination(tenant_id: str, queue: dict[str, Any]) -> Destination:
         usage=usage_key(tenant_id),
         default_delay=queue["delay_seconds"],
         fanout=False,
+        label=f"queue:{queue['name']}",
+        backlog=redis_keys.queue_backlog(tenant_id, queue["id"]),
+        max_backlog_messages=queue.get("max_backlog_messages"),
+        max_backlog_bytes=queue.get("max_backlog_bytes"),
     )
 
 
@@ -121,20 +131,24 @@ def topic_destination(tenant_id: str, topic: dict[str, Any]) -> Destination:
         usage=usage_key(tenant_id),
         default_delay=0,
         fanout=True,
+        label=f"topic:{topic['name']}",
+        backlog=redis_keys.topic_backlog(tenant_id, topic["id"]),
+        max_backlog_messages=topic.get("max_backlog_messages"),
+        max_backlog_bytes=topic.get("max_backlog_bytes"),
     )
 
 
-def _dlq(tenant_id: str, doc: dict[str, Any]) -> tuple[str | None, str]:
+def _dlq(tenant_id: str, doc: dict[str, Any]) -> tuple[str | None, str, str]:
     dlq = doc.get("dlq")
     if not dlq or not doc.get("max_delivery_attempts"):
-        return None, ""
+        return None, "", ""
     keys = queue_keys(tenant_id, dlq["id"])
-    return keys["stream"], keys["channel"]
+    return keys["stream"], keys["channel"], redis_keys.queue_backlog(tenant_id, dlq["id"])
 
 
 def queue_consumer(tenant_id: str, queue: dict[str, Any]) -> Consumer:
     keys = queue_keys(tenant_id, queue["id"])
-    dlq_stream, dlq_channel = _dlq(tenant_id, queue)
+    dlq_stream, dlq_channel, dlq_backlog = _dlq(tenant_id, queue)
     return Consumer(
         label=f"queue:{queue['name']}",
         group=QUEUE_GROUP,
@@ -152,6 +166,8 @@ def queue_consumer(tenant_id: str, queue: dict[str, Any]) -> Consumer:
         dlq_channel=dlq_channel,
         channel=keys["channel"],
         usage=usage_key(tenant_id),
+        backlog=redis_keys.queue_backlog(tenant_id, queue["id"]),
+        dlq_backlog=dlq_backlog,
     )
 
 
@@ -160,7 +176,7 @@ def subscription_consumer(tenant_id: str, sub: dict[str, Any]) -> Consumer:
     parts = range(topic["partitions"])
     topic_parts = [topic_partition_keys(tenant_id, topic["id"], p) for p in parts]
     own = [subscription_partition_keys(tenant_id, sub["id"], p) for p in parts]
-    dlq_stream, dlq_channel = _dlq(tenant_id, sub)
+    dlq_stream, dlq_channel, dlq_backlog = _dlq(tenant_id, sub)
     return Consumer(
         label=f"subscription:{sub['name']}",
         group=subscription_group(sub["id"]),
@@ -178,4 +194,6 @@ def subscription_consumer(tenant_id: str, sub: dict[str, Any]) -> Consumer:
         dlq_channel=dlq_channel,
         channel=topic_channel(tenant_id, topic["id"]),
         usage=usage_key(tenant_id),
+        backlog=redis_keys.topic_backlog(tenant_id, topic["id"]),
+        dlq_backlog=dlq_backlog,
     )

@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from queues.models import ResourceMetric
-from tenants.models import AuditEvent, Role, Tenant, UsageRecord
+from tenants.models import ApiKey, AuditEvent, QuotaAlert, Role, Tenant, UsageRecord
 from tests.factories import (
     TenantCtx,
     make_key,
@@ -136,6 +136,143 @@ class TestUsage:
             response = Client().get(path)
             assert response.status_code == 302
             assert response["Location"].startswith("/login/")
+
+
+class TestUsageBreakdown:
+    """The usage page's tables of this month per API key and per resource, and its monthly
+    quotas against the limit that holds."""
+
+    @staticmethod
+    def scoped(
+        tenant: Tenant, hour: datetime, *values: int, key: str = "", resource: str = ""
+    ) -> None:
+        columns = (
+            "published",
+            "published_bytes",
+            "delivered",
+            "delivered_bytes",
+            "acked",
+            "requests",
+        )
+        UsageRecord.all_tenants.create(
+            tenant=tenant,
+            hour=hour,
+            key_prefix=key,
+            resource=resource,
+            **dict(zip(columns, values, strict=True)),
+        )
+
+    def test_busiest_keys_and_resources_of_the_month(
+        self, acme: TenantCtx, globex: TenantCtx
+    ) -> None:
+        """Per key (its name, or "deleted" for a prefix no key has) and per resource, summed
+        over this month's hours, busiest first (published + delivered); last month's rows
+        and another tenant's are left out."""
+        key = ApiKey.objects.for_tenant(acme.tenant).get(name="all")
+        month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        self.scoped(acme.tenant, month, 5, 50, 4, 40, 3, 9, key=key.prefix)
+        self.scoped(acme.tenant, month + timedelta(hours=1), 1, 10, 1, 10, 1, 2, key=key.prefix)
+        self.scoped(acme.tenant, month, 20, 200, 0, 0, 0, 20, key="g0neprefix")
+        self.scoped(acme.tenant, month - timedelta(hours=1), 999, 0, 0, 0, 0, 0, key=key.prefix)
+        self.scoped(acme.tenant, month, 2, 20, 2, 20, 2, 4, resource="queue:orders")
+        self.scoped(acme.tenant, month, 7, 70, 0, 0, 0, 7, resource="topic:events")
+        self.scoped(globex.tenant, month, 50, 0, 0, 0, 0, 0, resource="queue:secret")
+
+        body = signed_in(acme.owner).get("/usage/").content.decode()
+
+        assert cells(body, "key", "g0neprefix") == [
+            "op_g0neprefix_… deleted",
+            "20",
+            "0",
+            "0",
+            "200",
+            "0",
+            "20",
+        ]
+        assert cells(body, "key", key.prefix) == [
+            f"all op_{key.prefix}_…",
+            "6",
+            "5",
+            "4",
+            "60",
+            "50",
+            "11",
+        ]
+        assert body.index('data-key="g0neprefix"') < body.index(f'data-key="{key.prefix}"')
+        assert cells(body, "resource", "topic:events") == [
+            "topic:events",
+            "7",
+            "0",
+            "0",
+            "70",
+            "0",
+            "7",
+        ]
+        assert cells(body, "resource", "queue:orders") == [
+            "queue:orders",
+            "2",
+            "2",
+            "2",
+            "20",
+            "20",
+            "4",
+        ]
+        assert body.index('data-resource="topic:events"') < body.index(
+            'data-resource="queue:orders"'
+        )
+        assert "queue:secret" not in body
+
+    def test_top_twenty_only(self, acme: TenantCtx) -> None:
+        month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        for n in range(25):
+            self.scoped(acme.tenant, month, n + 1, 0, 0, 0, 0, 0, resource=f"queue:q{n:02d}")
+
+        body = signed_in(acme.owner).get("/usage/").content.decode()
+
+        assert body.count("<tr data-resource=") == 20
+        assert 'data-resource="queue:q24"' in body
+        assert 'data-resource="queue:q04"' not in body
+
+    def test_nothing_yet(self, acme: TenantCtx) -> None:
+        body = signed_in(acme.owner).get("/usage/").content.decode()
+
+        assert "No traffic by API key this month yet." in body
+        assert "No traffic by queue, topic or subscription this month yet." in body
+
+    def test_monthly_quota_with_share_and_alerts(self, acme: TenantCtx) -> None:
+        """The monthly message quota at the tenant's override (not the plan's), the share
+        used, and the alerts already emailed this month."""
+        make_plan(tenant=acme.tenant, monthly_messages=1000)
+        acme.tenant.quota_overrides = {"monthly_messages": 400}
+        acme.tenant.save(update_fields=["quota_overrides"])
+        this_hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+        usage(acme.tenant, this_hour, 340, 0, 0)
+        QuotaAlert.all_tenants.create(
+            tenant=acme.tenant, quota="monthly_messages", period=f"{this_hour:%Y-%m}", percent=80
+        )
+        QuotaAlert.all_tenants.create(
+            tenant=acme.tenant, quota="monthly_messages", period="2001-01", percent=100
+        )
+
+        body = signed_in(acme.owner).get("/usage/").content.decode()
+
+        assert cells(body, "monthly", "monthly_messages") == [
+            "Messages published per month",
+            "340",
+            "400 messages, set for this tenant",
+            "85% 85%",
+            "80%",
+        ]
+        assert cells(body, "quota", "Messages this month") == [
+            "Messages this month", "340", "400", "85% 85%"
+        ]  # fmt: skip
+
+    def test_monthly_quota_unlimited(self, acme: TenantCtx) -> None:
+        body = signed_in(acme.owner).get("/usage/").content.decode()
+
+        assert cells(body, "monthly", "monthly_messages") == [
+            "Messages published per month", "0", "unlimited", "no limit", "none"
+        ]  # fmt: skip
 
 
 # --- audit log --------------------------------------------------------------------------------

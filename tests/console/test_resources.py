@@ -118,7 +118,9 @@ def test_quota_is_a_form_error(acme: TenantCtx, owner: Client) -> None:
     plan.save(update_fields=["max_queues"])
     response = owner.post("/new/queue/", queue_form())
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == ["The plan allows 0 queues."]
+    assert response.context["form"].non_field_errors() == [
+        "Quota max_queues reached: the plan allows 0 queues, and this tenant has 0."
+    ]
     assert not Queue.objects.for_tenant(acme.tenant).exists()
 
 
@@ -223,6 +225,8 @@ def test_create_queue_with_a_retry_backoff(acme: TenantCtx, owner: Client) -> No
         "max_delivery_attempts",
         "retry_backoff_min",
         "retry_backoff_max",
+        "max_backlog_messages",
+        "max_backlog_bytes",
     ]
     assert (form["retry_backoff_min"].initial, form["retry_backoff_max"].initial) == (0, 600)
     response = owner.post(

@@ -10,14 +10,16 @@ SCHEDULE = app.conf.beat_schedule
 
 
 def test_the_schedule_names_every_background_task() -> None:
-    """Beat runs the engine's and the tenants' background work."""
+    """Beat runs the engine's, the tenants' and billing's background work."""
     assert sorted(entry["task"] for entry in SCHEDULE.values()) == [
+        "billing.run_previous_month",
         "queues.housekeeping",
         "queues.retention_trim",
         "queues.sample_metrics",
         "queues.snapshot_positions",
         "tenants.flush_key_last_used",
         "tenants.usage_rollup",
+        "tenants.usage_trim",
     ]
 
 

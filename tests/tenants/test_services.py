@@ -167,6 +167,11 @@ def test_key_create_pushes_to_the_hot_cache_only_on_commit(
         "resources": ["queue:orders"],
         "expires_at": None,
         "revoked": False,
+        "limits": {
+            "publish_rate_per_second": None,
+            "consume_rate_per_second": None,
+            "monthly_messages": None,
+        },
     }
 
 

@@ -41,10 +41,110 @@ local function pending_count(stream, group, id)
   return tonumber(p[1][4])
 end
 
+local function attrs_match(fields, filter)
+  local attrs = {}
+  for i = 1, #fields, 2 do
+    if fields[i] == 'a' then attrs = cjson.decode(fields[i + 1]) end
+  end
+  for name, value in pairs(filter) do
+    if attrs[name] ~= value then return false end
+  end
+  return true
+end
+
+-- The bytes a message counts for, in the backlog and in metering: its body and attributes,
+-- as the publish script measures them (the other fields are the engine's own).
+local function entry_bytes(fields)
+  local n = 0
+  for i = 1, #fields, 2 do
+    if fields[i] == 'b' or fields[i] == 'a' then n = n + #fields[i + 1] end
+  end
+  return n
+end
+
+-- Add to a queue's or topic's backlog hash (n messages, b bytes; nil or '': none). Never below
+-- 0: messages stored before the counters existed are not in them.
+local function backlog_add(key, messages, bytes)
+  if not key or key == '' or (messages == 0 and bytes == 0) then return end
+  if redis.call('HINCRBY', key, 'n', messages) < 0 then redis.call('HSET', key, 'n', 0) end
+  if redis.call('HINCRBY', key, 'b', bytes) < 0 then redis.call('HSET', key, 'b', 0) end
+end
+
+-- Add n to the usage hash's `field` (the tenant's total) and to the same field of a key
+-- and of a resource: `field .. scope` (kernel.redis_keys.usage_scope; '': not counted).
+local function meter(usage, field, n, key_scope, resource_scope)
+  if n == 0 then return end
+  redis.call('HINCRBY', usage, field, n)
+  if key_scope ~= '' then redis.call('HINCRBY', usage, field .. key_scope, n) end
+  if resource_scope ~= '' then redis.call('HINCRBY', usage, field .. resource_scope, n) end
+end
+
+-- The limits a call meets, from ARGV[at]: their number k, then k times (where: 'w' the
+-- second's rate window, 'u' the usage hash (a month's count); field; limit; unit: 'r' one
+-- per request, 'm' one per message). Returns the checks {hash, field, limit, unit, used} and
+-- the index of the ARGV after them.
+local function read_checks(at, usage, window)
+  local checks = {}
+  local k = tonumber(ARGV[at])
+  for i = 0, k - 1 do
+    local b = at + 1 + 4 * i
+    local hash = usage
+    if ARGV[b] == 'w' then hash = window end
+    checks[i + 1] = {hash, ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3],
+      tonumber(redis.call('HGET', hash, ARGV[b + 1]) or '0')}
+  end
+  return checks, at + 1 + 4 * k
+end
+
+local function check_cost(check, messages)
+  if check[4] == 'r' then return 1 end
+  return messages
+end
+
+-- The position of the first check that this call with `messages` messages would pass; 0: none.
+local function first_exhausted(checks, messages)
+  for i, c in ipairs(checks) do
+    if c[5] + check_cost(c, messages) > c[3] then return i end
+  end
+  return 0
+end
+
+-- How many messages every per-message check still allows; -1: no such check.
+local function message_room(checks)
+  local room = -1
+  for _, c in ipairs(checks) do
+    if c[4] == 'm' then
+      local left = math.max(c[3] - c[5], 0)
+      if room < 0 or left < room then room = left end
+    end
+  end
+  return room
+end
+
+-- Count the call in the rate window's checks (a month's count is metering: the script counts
+-- it, whether a limit applies or not). Returns what each check has left after the call.
+local function charge(checks, window, messages)
+  local left = {}
+  local counted = false
+  for i, c in ipairs(checks) do
+    local n = check_cost(c, messages)
+    if c[1] == window and n > 0 then
+      redis.call('HINCRBY', window, c[2], n)
+      counted = true
+    end
+    left[i] = math.max(c[3] - c[5] - n, 0)
+  end
+  if counted then redis.call('EXPIRE', window, 2) end
+  return left
+end
+
 -- Move entry `id` to the dead-letter stream with the op-* attributes, and remove it from the
--- source (ack; and delete the entry itself when the source is a queue). Returns 1 when a
+-- source (ack; and delete the entry itself when the source is a queue). The backlog hashes
+-- follow: the source queue's (`src_backlog`, nil for a subscription: its topic keeps the
+-- entry) loses the message, the dead-letter queue's (`dlq_backlog`) gains it. Returns 1 when a
 -- message was moved, 0 when the entry no longer existed (trimmed by retention).
-local function dead_letter(stream, group, lease, retry, id, count, dlq, source, reason, is_queue)
+local function dead_letter(stream, group, lease, retry, id, count, dlq, source, reason, is_queue,
+    src_backlog, dlq_backlog)
   local found = redis.call('XRANGE', stream, id, id)
   redis.call('XACK', stream, group, id)
   redis.call('ZREM', lease, id)
@@ -52,6 +152,7 @@ local function dead_letter(stream, group, lease, retry, id, count, dlq, source, 
   if is_queue then redis.call('XDEL', stream, id) end
   if #found == 0 then return 0 end
   local fields = found[1][2]
+  if is_queue then backlog_add(src_backlog, -1, -entry_bytes(fields)) end
   local out = {}
   local attrs = {}
   local msgid = ''
@@ -72,16 +173,6 @@ local function dead_letter(stream, group, lease, retry, id, count, dlq, source, 
   out[#out + 1] = 'a'
   out[#out + 1] = cjson.encode(attrs)
   redis.call('XADD', dlq, '*', unpack(out))
+  backlog_add(dlq_backlog, 1, entry_bytes(out))
   return 1
-end
-
-local function attrs_match(fields, filter)
-  local attrs = {}
-  for i = 1, #fields, 2 do
-    if fields[i] == 'a' then attrs = cjson.decode(fields[i + 1]) end
-  end
-  for name, value in pairs(filter) do
-    if attrs[name] ~= value then return false end
-  end
-  return true
 end

@@ -2,17 +2,25 @@
 -- housekeeping: due delays into the stream, expired leases to backoff or dead letters).
 --
 -- KEYS[4p-3..4p]  stream, delay set, lease set, retry set of partition p (p = 1..P)
--- KEYS[4P+1]      usage counters hash      KEYS[4P+2]  dead-letter stream (when configured)
+-- KEYS[4P+1]      usage counters hash      KEYS[4P+2]  the tenant's rate window of this second
+-- KEYS[4P+3]      the queue's backlog hash (a subscription: its topic's, left alone here)
+-- KEYS[4P+4], KEYS[4P+5]  dead-letter stream and its queue's backlog hash (when configured)
 -- ARGV[1] now (ms)  ARGV[2] count  ARGV[3] visibility (ms)  ARGV[4] consumer group
 -- ARGV[5] max delivery attempts (0: unlimited)  ARGV[6], ARGV[7] backoff min, max (ms)
 -- ARGV[8] P  ARGV[9] first partition to look at (0-based, rotates fairness)
 -- ARGV[10] attribute filter as JSON ('' none)  ARGV[11] dead-letter source label
 -- ARGV[12] '1' for a queue (entries are deleted once settled)
--- ARGV[13] this hour's usage field of delivered messages
+-- ARGV[13] this hour's usage field of delivered messages (the tenant's)
 -- ARGV[14] dead-letter queue's channel ('' none)   ARGV[15] consumer name in the group
--- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}...}, or {-2, {}}
--- when the consumer is gone (a group or the configured dead-letter stream is missing): then
--- nothing was changed.
+-- ARGV[16] this hour's field of delivered bytes   ARGV[17] of requests ('' when the call is
+-- not a request: housekeeping, or the long poll's later pulls)   ARGV[18] of dead letters
+-- ARGV[19] usage scope of the API key ('' none)   ARGV[20] usage scope of the resource
+-- ARGV[21..] the limit checks (see read_checks in _lib.lua): the consume rates ('m') cap how
+-- many messages are leased, the request rate ('r') counts this call.
+-- Returns {next_due_ms or -1, {partition, entry id, delivery attempt, fields}..., what each
+-- limit check has left}; {-2, {}} when the consumer is gone (a group or the configured
+-- dead-letter stream is missing), or {-3, i} when the i-th limit check is exhausted (no
+-- message left this second, or no request): then nothing was changed or counted.
 -- An expired lease whose message was delivered max-attempts times goes to the dead-letter
 -- stream here, in the same step that finds it expired: never delivered once more.
 local now = tonumber(ARGV[1])
@@ -28,8 +36,19 @@ if ARGV[10] ~= '' then filter = cjson.decode(ARGV[10]) end
 local source = ARGV[11]
 local is_queue = ARGV[12] == '1'
 local consumer = ARGV[15]
-local dlq = KEYS[4 * P + 2]
+local usage, rate, backlog = KEYS[4 * P + 1], KEYS[4 * P + 2], KEYS[4 * P + 3]
+local dlq, dlq_backlog = KEYS[4 * P + 4], KEYS[4 * P + 5]
+local key_scope, resource_scope = ARGV[19], ARGV[20]
 if not consumer_alive(1, 4, P, group, dlq) then return {-2, {}} end
+local checks = read_checks(21, usage, rate)
+for i, c in ipairs(checks) do
+  if (c[4] == 'r' and c[5] + 1 > c[3]) or (c[4] == 'm' and want > 0 and c[5] >= c[3]) then
+    return {-3, i}
+  end
+end
+local room = message_room(checks)
+if room >= 0 and room < want then want = room end
+local out_bytes = 0
 local out = {}
 local got, dead = 0, 0
 local housekeeping = 200
@@ -56,7 +75,7 @@ for step = 0, P - 1 do
       redis.call('ZREM', lease, id)
     elseif max_attempts > 0 and count >= max_attempts and dlq then
       dead = dead + dead_letter(stream, group, lease, retry, id, count, dlq, source,
-        'max_delivery_attempts', is_queue)
+        'max_delivery_attempts', is_queue, backlog, dlq_backlog)
     else
       local wait = backoff_ms(count, bmin, bmax)
       if deadline + wait > now or #again + got >= want then
@@ -91,6 +110,7 @@ for step = 0, P - 1 do
     else
       redis.call('ZADD', lease, now + vis, id)
       out[#out + 1] = {p, id, count + 1, claimed[1][2]}
+      out_bytes = out_bytes + entry_bytes(claimed[1][2])
       got = got + 1
     end
   end
@@ -121,6 +141,7 @@ for step = 0, P - 1 do
       else
         redis.call('ZADD', lease, now + vis, id)
         out[#out + 1] = {p, id, 1, fields}
+        out_bytes = out_bytes + entry_bytes(fields)
         got = got + 1
       end
     end
@@ -129,7 +150,13 @@ for step = 0, P - 1 do
   if got >= want and want > 0 then break end
 end
 
-if got > 0 then redis.call('HINCRBY', KEYS[4 * P + 1], ARGV[13], got) end
+local left = charge(checks, rate, got)
+if ARGV[17] ~= '' then meter(usage, ARGV[17], 1, key_scope, resource_scope) end
+if got > 0 then
+  meter(usage, ARGV[13], got, key_scope, resource_scope)
+  meter(usage, ARGV[16], out_bytes, key_scope, resource_scope)
+end
+if dead > 0 then meter(usage, ARGV[18], dead, key_scope, resource_scope) end
 if dead > 0 and ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], dead) end
 
 -- When nothing was delivered, tell a long poll when the next message becomes due.
@@ -148,4 +175,4 @@ if got == 0 then
     end
   end
 end
-return {next_due, out}
+return {next_due, out, left}

@@ -1,7 +1,7 @@
 -- Move dead letters back into a queue, oldest first, skipping any that are leased.
 --
 -- KEYS[1] dead-letter stream  KEYS[2] its lease set  KEYS[3] its retry set
--- KEYS[4] target stream
+-- KEYS[4] target stream  KEYS[5], KEYS[6] backlog hashes of the dead-letter and target queues
 -- ARGV[1] the dead-letter queue's consumer group  ARGV[2] target channel to notify
 -- then the entry ids to move.
 -- The op-dead-letter-* attributes are removed; the message keeps its id. Returns the number
@@ -33,6 +33,8 @@ for i = 3, #ARGV do
         end
       end
       redis.call('XADD', KEYS[4], '*', unpack(out))
+      backlog_add(KEYS[5], -1, -entry_bytes(fields))
+      backlog_add(KEYS[6], 1, entry_bytes(out))
       redis.call('XACK', KEYS[1], ARGV[1], id)
       redis.call('XDEL', KEYS[1], id)
       moved = moved + 1

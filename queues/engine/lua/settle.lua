@@ -1,15 +1,23 @@
 -- Settle leases by ack id: ack, nack, or change their deadline.
 --
 -- KEYS[3p-2..3p]  stream, lease set, retry set of partition p (p = 1..P)
--- KEYS[3P+1]      usage counters hash      KEYS[3P+2]  dead-letter stream (when configured)
+-- KEYS[3P+1]      usage counters hash      KEYS[3P+2]  the tenant's rate window of this second
+-- KEYS[3P+3]      the queue's backlog hash (a subscription: its topic's, left alone here)
+-- KEYS[3P+4], KEYS[3P+5]  dead-letter stream and its queue's backlog hash (when configured)
 -- ARGV[1] mode: 'ack' | 'nack' | 'deadline'   ARGV[2] now (ms)   ARGV[3] consumer group
 -- ARGV[4] P   ARGV[5] '1' for a queue   ARGV[6] ms: nack delay (-1: the backoff policy) or
 -- the new lease length for 'deadline' (0: deliverable now)   ARGV[7] max delivery attempts
 -- ARGV[8], ARGV[9] backoff min, max (ms)   ARGV[10] dead-letter source label
 -- ARGV[11] this hour's usage field of acked messages   ARGV[12] channel to notify   ARGV[13] dead-letter channel
--- then triples (partition 0-based, entry id, delivery attempt).
--- Returns {settled, {stale positions (0-based)}}, or {-1, {}} when the consumer is gone (a
--- group or the configured dead-letter stream is missing): then nothing was changed. An ack id is stale when its lease has
+-- ARGV[14] this hour's usage field of requests ('' when the call is not a request)
+-- ARGV[15] of dead letters
+-- ARGV[16] usage scope of the API key ('' none)   ARGV[17] usage scope of the resource
+-- ARGV[18..] the limit checks (see read_checks in _lib.lua: the request rate), then triples
+-- (partition 0-based, entry id, delivery attempt).
+-- Returns {settled, {stale positions (0-based)}, what each limit check has left}, {-1, {}}
+-- when the consumer is gone (a group or the configured dead-letter stream is missing), or
+-- {-3, i} when the i-th limit check is exhausted: then nothing was changed or counted. An
+-- ack id is stale when its lease has
 -- expired or the message was delivered again since: it changes nothing. An ack id of a
 -- message no longer pending (already acked, purged, dead-lettered) changes nothing either and
 -- is neither settled nor stale.
@@ -21,12 +29,17 @@ local is_queue = ARGV[5] == '1'
 local ms = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[7])
 local bmin, bmax = tonumber(ARGV[8]), tonumber(ARGV[9])
-local dlq = KEYS[3 * P + 2]
+local usage, rate, backlog = KEYS[3 * P + 1], KEYS[3 * P + 2], KEYS[3 * P + 3]
+local dlq, dlq_backlog = KEYS[3 * P + 4], KEYS[3 * P + 5]
+local key_scope, resource_scope = ARGV[16], ARGV[17]
 if not consumer_alive(1, 3, P, group, dlq) then return {-1, {}} end
+local checks, first = read_checks(18, usage, rate)
+local over = first_exhausted(checks, 0)
+if over > 0 then return {-3, over} end
 local settled, notify, dead = 0, 0, 0
 local stale = {}
 local position = 0
-for i = 14, #ARGV, 3 do
+for i = first, #ARGV, 3 do
   local p = tonumber(ARGV[i])
   local id = ARGV[i + 1]
   local attempt = tonumber(ARGV[i + 2])
@@ -40,14 +53,18 @@ for i = 14, #ARGV, 3 do
   elseif mode == 'ack' then
     redis.call('XACK', stream, group, id)
     redis.call('ZREM', lease, id)
-    if is_queue then redis.call('XDEL', stream, id) end
+    if is_queue then
+      local found = redis.call('XRANGE', stream, id, id)
+      if #found > 0 then backlog_add(backlog, -1, -entry_bytes(found[1][2])) end
+      redis.call('XDEL', stream, id)
+    end
     settled = settled + 1
   elseif mode == 'deadline' and ms > 0 then
     redis.call('ZADD', lease, now + ms, id)
     settled = settled + 1
   elseif max_attempts > 0 and count >= max_attempts and dlq then
     dead = dead + dead_letter(stream, group, lease, retry, id, count, dlq, ARGV[10],
-      'max_delivery_attempts', is_queue)
+      'max_delivery_attempts', is_queue, backlog, dlq_backlog)
     settled = settled + 1
   else
     local wait = ms
@@ -59,9 +76,12 @@ for i = 14, #ARGV, 3 do
   end
   position = position + 1
 end
-if mode == 'ack' and settled > 0 then redis.call('HINCRBY', KEYS[3 * P + 1], ARGV[11], settled) end
+local left = charge(checks, rate, 0)
+if ARGV[14] ~= '' then meter(usage, ARGV[14], 1, key_scope, resource_scope) end
+if mode == 'ack' then meter(usage, ARGV[11], settled, key_scope, resource_scope) end
+if dead > 0 then meter(usage, ARGV[15], dead, key_scope, resource_scope) end
 if notify > 0 then
   if is_queue then redis.call('PUBLISH', ARGV[12], notify) else redis.call('PUBLISH', ARGV[12], 'all') end
 end
 if dead > 0 and ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], dead) end
-return {settled, stale}
+return {settled, stale, left}

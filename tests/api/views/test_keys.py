@@ -37,6 +37,9 @@ KEY_FIELDS = {
     "revoked_at",
     "last_used_at",
     "created_at",
+    "publish_rate_per_second",
+    "consume_rate_per_second",
+    "monthly_messages",
 }
 TOKEN = re.compile(r"^op_(?P<prefix>[a-z0-9]{10})_(?P<secret>[A-Za-z0-9]{40})$")
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -390,7 +393,9 @@ def test_key_quota(acme: TenantCtx) -> None:
     refused = post_json(acme.client, "/v1/keys", {"name": "third", "scopes": ["publish"]})
 
     body = assert_problem(refused, 403, "quota_exceeded")
-    assert body["detail"] == "The plan allows 2 active API keys."
+    assert body["detail"] == (
+        "Quota max_api_keys reached: the plan allows 2 active API keys, and this tenant has 2."
+    )
     assert ApiKey.objects.for_tenant(acme.tenant).count() == 2
     assert acme.client.delete(f"/v1/keys/{second.key.id}").status_code == 200
     assert (

@@ -28,6 +28,8 @@ DEFAULTS = {
     "max_delivery_attempts": None,
     "dead_letter_queue": None,
     "retry_backoff": {"min_seconds": 0, "max_seconds": 600},
+    "max_backlog_messages": None,
+    "max_backlog_bytes": None,
 }
 EMPTY_STATS = {"available": 0, "in_flight": 0, "delayed": 0, "oldest_age_seconds": 0}
 
@@ -89,6 +91,8 @@ def test_create_with_every_setting(acme: TenantCtx) -> None:
         "max_delivery_attempts": 4,
         "dead_letter_queue": "orders-dead",
         "retry_backoff": {"min_seconds": 2, "max_seconds": 60},
+        "max_backlog_messages": 1000,
+        "max_backlog_bytes": 1048576,
     }
 
     response = post_json(acme.client, "/v1/queues", body)

@@ -48,13 +48,21 @@ def test_tenant_shows_plan_quotas_and_this_months_usage(acme: TenantCtx, globex:
         "created_at": acme.tenant.created_at.isoformat().replace("+00:00", "Z"),
         "plan": {"slug": "developer", "name": "Developer"},
         "quotas": {
-            "max_message_bytes": 262144,
-            "max_queues": 1000,
-            "max_topics": 1000,
-            "max_subscriptions": 1000,
-            "max_api_keys": 100,
-            "monthly_messages": None,
-            "publish_rate_per_second": None,
+            name: {"value": value, "source": "plan"}
+            for name, value in {
+                "max_message_bytes": 262144,
+                "max_queues": 1000,
+                "max_topics": 1000,
+                "max_subscriptions": 1000,
+                "max_api_keys": 100,
+                "monthly_messages": None,
+                "publish_rate_per_second": None,
+                "consume_rate_per_second": None,
+                "request_rate_per_second": None,
+                "max_backlog_messages": None,
+                "max_backlog_bytes": None,
+                "max_retention_seconds": 1209600,
+            }.items()
         },
         "usage": {
             "period_start": month_start.isoformat().replace("+00:00", "Z"),

@@ -59,6 +59,8 @@ def test_create_with_defaults(acme: TenantCtx) -> None:
         "name": "events",
         "partitions": 1,
         "retention_seconds": 604800,
+        "max_backlog_messages": None,
+        "max_backlog_bytes": None,
     }
     assert topic_names(acme) == ["events"]
     assert AuditEvent.objects.for_tenant(acme.tenant).filter(action="topic.create").count() == 1
@@ -66,7 +68,13 @@ def test_create_with_defaults(acme: TenantCtx) -> None:
 
 def test_create_with_settings(acme: TenantCtx) -> None:
     """Partitions and retention given are stored and echoed."""
-    body = {"name": "events.eu", "partitions": 64, "retention_seconds": 60}
+    body = {
+        "name": "events.eu",
+        "partitions": 64,
+        "retention_seconds": 60,
+        "max_backlog_messages": 500,
+        "max_backlog_bytes": None,
+    }
 
     response = post_json(acme.client, "/v1/topics", body)
 
@@ -132,7 +140,13 @@ def test_list_and_retrieve(acme: TenantCtx, globex: TenantCtx) -> None:
     assert [t["name"] for t in second["results"]] == ["c"]
     assert second["next"] is None
     assert one.status_code == 200
-    assert untimed(one.json()) == {"name": "c", "partitions": 3, "retention_seconds": 604800}
+    assert untimed(one.json()) == {
+        "name": "c",
+        "partitions": 3,
+        "retention_seconds": 604800,
+        "max_backlog_messages": None,
+        "max_backlog_bytes": None,
+    }
     assert_problem(acme.client.get("/v1/topics/a0"), 404, "not_found")
 
 
@@ -150,6 +164,8 @@ def test_patch_changes_the_retention(acme: TenantCtx) -> None:
         "name": "events",
         "partitions": 4,
         "retention_seconds": 3600,
+        "max_backlog_messages": None,
+        "max_backlog_bytes": None,
     }
     assert Topic.objects.for_tenant(acme.tenant).get(name="events").retention_seconds == 3600
 
