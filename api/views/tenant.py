@@ -158,11 +158,12 @@ def _parse_time(raw: str | None, name: str, default: datetime) -> datetime:
         return default
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
+        # In UTC: PostgreSQL takes offsets up to 15:59 only, and Python allows 23:59.
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:  # Overflow: shifted out of years 1..9999
         raise InvalidRequest(
             f"{name} must be an RFC 3339 time.", errors=[{"field": name, "detail": "Invalid time."}]
         ) from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 FORBIDDEN_TENANT_WIDE = {

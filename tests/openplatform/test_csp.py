@@ -97,8 +97,9 @@ def test_the_lock_out_page(db: Any, settings: Any) -> None:
 
 
 def test_the_admin(db: Any) -> None:
-    """The admin's sign-in page, its index and a change list (django-axes' attempts)."""
-    assert_strict_page(Client().get("/admin/login/"))
+    """The admin's sign-in (the console's form), its index and a change list (django-axes'
+    attempts)."""
+    assert_strict_page(Client().get("/admin/login/", follow=True))
     operator = User.objects.create_superuser("root@example.test", PASSWORD)
     client = signed_in(operator)
     assert_strict_page(client.get("/admin/"))

@@ -113,9 +113,17 @@ def test_missing_static_file_and_page_are_the_404_page(platform: Platform) -> No
         assert "URLconf" not in response.text
 
 
-def test_docs_and_admin_load_their_assets(platform: Platform) -> None:  # noqa: F811
-    """/v1/docs and the admin's sign-in page link fingerprinted assets that answer 200."""
-    for page, wanted in (("/v1/docs", ".js"), ("/admin/login/", ".css")):
+def test_docs_and_admin_load_their_assets(
+    platform: Platform,  # noqa: F811
+    collected_static: Path,  # noqa: F811
+) -> None:
+    """/v1/docs links fingerprinted assets that answer 200, and so do the admin's styles
+    (its pages are for signed-in staff only; /admin/login/ is the console's form)."""
+    for name in ("admin/css/base.css", "admin/css/login.css"):
+        response = httpx.get(platform.url + hashed(collected_static, name))
+        assert response.status_code == 200, name
+        assert response.headers["cache-control"] == FAR_FUTURE, name
+    for page, wanted in (("/v1/docs", ".js"),):
         html = httpx.get(platform.url + page)
         assert html.status_code == 200
         assets = [

@@ -82,6 +82,7 @@ SEMANTIC_400 = [
     "GET /v1/subscriptions",
     "GET /v1/keys",
     "GET /v1/audit-events",
+    "GET /v1/invoices",
     "GET /v1/usage",  # from must not be after to
     "POST /v1/keys",  # expires_at must be in the future
     "POST /v1/queues",

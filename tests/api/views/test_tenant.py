@@ -235,6 +235,7 @@ def test_usage_with_no_records_is_an_empty_list(acme: TenantCtx) -> None:
         ("from=yesterday", ["from"]),
         ("to=2024-13-01T00:00:00Z", ["to"]),
         ("from=2024-05-02T00:00:00Z&to=2024-05-01T00:00:00Z", None),
+        ("from=0001-01-01T00:00:00%2B23:00", ["from"]),  # before year 1 in UTC
     ],
 )
 def test_usage_rejects_bad_parameters(acme: TenantCtx, query: str, fields: list | None) -> None:
@@ -242,6 +243,19 @@ def test_usage_rejects_bad_parameters(acme: TenantCtx, query: str, fields: list 
     body = assert_problem(acme.client.get(f"/v1/usage?{query}"), 400, "invalid_request")
 
     assert [error["field"] for error in body.get("errors", [])] == (fields or [])
+
+
+def test_usage_times_with_any_offset_are_read_in_utc(acme: TenantCtx) -> None:
+    """An offset PostgreSQL would refuse (beyond 15:59) is a valid RFC 3339 time: it is
+    converted to UTC first, so the window is the same as written in UTC."""
+    usage(acme, datetime(2024, 5, 1, 1, tzinfo=UTC), published=3)
+    response = acme.client.get(
+        "/v1/usage?granularity=day&from=2024-05-01T20:55:00%2B20:55&to=2024-05-02T00:00:00Z"
+    )
+    assert response.status_code == 200
+    assert [(row["start"], row["published"]) for row in response.json()["results"]] == [
+        ("2024-05-01T00:00:00Z", 3)
+    ]
 
 
 def test_usage_needs_manage(acme: TenantCtx) -> None:
