@@ -92,6 +92,12 @@ class QueueForm(DeliveryForm):
     )
     max_backlog_messages = backlog_field("max_backlog_messages")
     max_backlog_bytes = backlog_field("max_backlog_bytes")
+    fair = forms.BooleanField(
+        label="Fair mode",
+        required=False,
+        help_text="A message's key is its group: a pull serves quiet groups before one that "
+        "holds more than 10 % of the messages in flight (and at least 30).",
+    )
 
     field_order = [
         "name",
@@ -103,6 +109,7 @@ class QueueForm(DeliveryForm):
         "retry_backoff_min",
         "retry_backoff_max",
         *BACKLOG_FIELDS,
+        "fair",
     ]
 
 

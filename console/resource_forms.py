@@ -230,6 +230,12 @@ class QueueEditForm(DeliveryForm):
     retention_seconds = retention_field(limits.DEFAULT_QUEUE_RETENTION)
     max_backlog_messages = backlog_field("max_backlog_messages")
     max_backlog_bytes = backlog_field("max_backlog_bytes")
+    fair = forms.BooleanField(
+        label="Fair mode",
+        required=False,
+        help_text="A message's key is its group: a pull serves quiet groups before one that "
+        "holds more than 10 % of the messages in flight (and at least 30).",
+    )
 
     field_order = [
         "visibility_timeout",
@@ -240,6 +246,7 @@ class QueueEditForm(DeliveryForm):
         "retry_backoff_min",
         "retry_backoff_max",
         *BACKLOG_FIELDS,
+        "fair",
     ]
 
     def __init__(self, *args: Any, queue: Queue, queue_names: list[str], **kwargs: Any) -> None:
@@ -249,6 +256,7 @@ class QueueEditForm(DeliveryForm):
             "delay_seconds": queue.delay_seconds,
             "retention_seconds": queue.retention_seconds,
             **{name: getattr(queue, name) for name in BACKLOG_FIELDS},
+            "fair": queue.fair,
         }
         # A queue cannot be its own dead-letter queue: do not offer it.
         others = [n for n in queue_names if n != queue.name]
@@ -261,6 +269,8 @@ class QueueEditForm(DeliveryForm):
             if self.cleaned_data[field] != getattr(self.queue, field):
                 changes[field] = self.cleaned_data[field]
         changes.update(_backlog_changes(self, self.queue))
+        if self.cleaned_data["fair"] != self.queue.fair:
+            changes["fair"] = self.cleaned_data["fair"]
         return changes
 
 

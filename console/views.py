@@ -348,6 +348,7 @@ class QueueCreateView(ServiceFormView):
             retention_seconds=data["retention_seconds"],
             max_backlog_messages=data["max_backlog_messages"],
             max_backlog_bytes=data["max_backlog_bytes"],
+            fair=data["fair"],
             **delivery_settings(data),
         )
         return self.done(f"Queue \u201c{queue.name}\u201d created.")

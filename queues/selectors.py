@@ -38,6 +38,7 @@ def queue_document(queue: Queue) -> dict[str, Any]:
         "max_delivery_attempts": queue.max_delivery_attempts,
         "dlq": {"id": str(dlq.id), "name": dlq.name} if dlq else None,
         "backoff": [queue.retry_backoff_min, queue.retry_backoff_max],
+        "fair": queue.fair,  # pulls serve quiet groups (message keys) before noisy ones
         # the queue's own backlog limits (None: the tenant's); the data plane takes the
         # tighter of these and the tenant document's, so a plan change needs no push here
         "max_backlog_messages": queue.max_backlog_messages,

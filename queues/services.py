@@ -264,8 +264,10 @@ def queue_create(
     retry_backoff: dict[str, int] | None = None,
     max_backlog_messages: int | None = None,
     max_backlog_bytes: int | None = None,
+    fair: bool = False,
 ) -> Queue:
-    """Create a queue. Bad settings are InvalidRequest; beyond the tenant's effective quotas
+    """Create a queue (``fair``: its pulls serve quiet groups, by message key, before noisy
+    ones; see ARCHITECTURE.md, "Fair queues"). Bad settings are InvalidRequest; beyond the tenant's effective quotas
     (``max_queues``, ``max_retention_seconds``) QuotaExceeded; a taken name Conflict. A
     refusal stores nothing, in PostgreSQL or Redis. The count is taken with the tenant row
     locked, so concurrent creations never overshoot ``max_queues``."""
@@ -275,6 +277,7 @@ def queue_create(
         visibility_timeout=visibility_timeout,
         delay_seconds=delay_seconds,
         retention_seconds=retention_seconds,
+        fair=_fair_flag(fair),
     )
     _set_backoff(queue, retry_backoff)
     _set_dead_letter(tenant, queue, dead_letter_queue, max_delivery_attempts)
@@ -294,7 +297,7 @@ def queue_create(
         action="queue.create",
         target_type="queue",
         target_id=name,
-        data=_backlog_data(queue),
+        data={**_backlog_data(queue), **({"fair": True} if queue.fair else {})},
     )
     _push(tenant, "queue", name, selectors.queue_document(queue))
     return queue
@@ -307,8 +310,16 @@ QUEUE_MUTABLE = {
     "max_delivery_attempts",
     "dead_letter_queue",
     "retry_backoff",
+    "fair",
     *RESOURCE_QUOTAS,
 }
+
+
+def _fair_flag(value: Any) -> bool:
+    """``fair`` as given: a boolean, anything else InvalidRequest."""
+    if not isinstance(value, bool):
+        raise InvalidRequest("fair must be true or false.")
+    return value
 
 
 @transaction.atomic
@@ -321,6 +332,8 @@ def queue_update(*, tenant: Tenant, actor: str, queue: Queue, changes: dict[str,
     for field in ("delay_seconds", "retention_seconds"):
         if field in changes:
             setattr(queue, field, changes[field])
+    if "fair" in changes:
+        queue.fair = _fair_flag(changes["fair"])
     _set_backlog_limits(queue, changes)
     _apply_delivery_changes(tenant, queue, changes)
     if "retention_seconds" in changes:

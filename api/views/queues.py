@@ -88,6 +88,22 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON boolean: no strings or numbers ("true", 1)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+FAIR_HELP = (
+    "Fair mode: a message's key is its group, and a pull serves the messages of quiet groups "
+    "before those of a group holding more than 10 % of the queue's in-flight messages (and at "
+    "least 30). Keys promise no order beyond the queue's own."
+)
+
+
 class NameField(StrictCharField):
     """The name of a topic, queue or subscription (its validator is also its schema's
     pattern)."""
@@ -234,6 +250,7 @@ class QueueOutputSerializer(serializers.Serializer[Any]):
     retry_backoff = RetryBackoffSerializer()
     max_backlog_messages = backlog_output_field("max_backlog_messages")
     max_backlog_bytes = backlog_output_field("max_backlog_bytes")
+    fair = serializers.BooleanField(help_text=FAIR_HELP)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -253,6 +270,7 @@ def queue_data(queue: Queue) -> dict[str, Any]:
         "dead_letter_queue": dlq.name if dlq else None,
         "retry_backoff": queue.retry_backoff,
         **backlog_data(queue),
+        "fair": queue.fair,
         "created_at": queue.created_at,
         "updated_at": queue.updated_at,
     }
@@ -290,6 +308,7 @@ class QueueListCreateView(QueueView):
         retry_backoff = RetryBackoffSerializer(required=False)
         max_backlog_messages = backlog_field("max_backlog_messages", create=True)
         max_backlog_bytes = backlog_field("max_backlog_bytes", create=True)
+        fair = StrictBooleanField(default=False, help_text=FAIR_HELP)
 
         class Meta:
             ref_name = "QueueCreate"
@@ -349,6 +368,7 @@ class QueueDetailView(QueueView):
         retry_backoff = RetryBackoffSerializer()
         max_backlog_messages = backlog_field("max_backlog_messages", create=False)
         max_backlog_bytes = backlog_field("max_backlog_bytes", create=False)
+        fair = StrictBooleanField(help_text=FAIR_HELP)
 
         class Meta:
             ref_name = "QueueUpdate"

@@ -384,6 +384,23 @@ async def apublish(
 
 # --- pull -------------------------------------------------------------------------------------
 
+#: Fair queues (see pull.lua): a group (a message's key) is noisy while it holds more than
+#: this percent of the queue's in-flight messages and at least FAIR_NOISY_MIN of them, as in
+#: SQS's fair queues. Its messages are then leased after those of quiet groups.
+FAIR_NOISY_PERCENT = 10
+FAIR_NOISY_MIN = 30
+#: How many candidates a fair pull weighs: 4 x the messages asked for, within these bounds.
+FAIR_WINDOW_MIN = 100
+FAIR_WINDOW_MAX = 500
+
+
+def _consumer_kind(c: Consumer) -> int:
+    """ARGV's consumer kind: 0 a subscription, 1 a queue, 2 a fair queue."""
+    if not c.is_queue:
+        return 0
+    return 2 if c.fair else 1
+
+
 
 def _consumer_keys(c: Consumer, second: int) -> list[str]:
     keys: list[str] = []
@@ -437,7 +454,7 @@ def pull_call_checked(
         first,
         c.filter_json,
         c.label,
-        1 if c.is_queue else 0,
+        _consumer_kind(c),
         usage_hour_field(now_ms, "delivered"),
         c.dlq_channel,
         CONSUMER,
@@ -448,6 +465,8 @@ def pull_call_checked(
         resource_scope,
         *_check_args(checks),
     ]
+    if c.fair:
+        args += [FAIR_NOISY_PERCENT, FAIR_NOISY_MIN, FAIR_WINDOW_MIN, FAIR_WINDOW_MAX]
     return _consumer_keys(c, second), args, checks
 
 
@@ -564,7 +583,7 @@ def settle_call(
         now_ms,
         c.group,
         c.partitions,
-        1 if c.is_queue else 0,
+        _consumer_kind(c),
         ms,
         c.max_attempts,
         c.backoff_min_ms,

@@ -23,6 +23,7 @@ from queues.engine.messages import delivered, fields_dict
 from queues.engine.targets import (
     QUEUE_GROUP,
     Consumer,
+    fair_keys,
     queue_keys,
     subscription_group,
     subscription_partition_keys,
@@ -81,6 +82,7 @@ def queue_drop(client: redis.Redis, tenant_id: str, queue_id: str) -> None:
             keys["delay"],
             keys["lease"],
             keys["retry"],
+            *fair_keys(keys["lease"]),
             redis_keys.queue_backlog(tenant_id, queue_id),
         ],
         channel=keys["channel"],

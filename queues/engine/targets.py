@@ -63,6 +63,7 @@ class Consumer:
     usage: str
     backlog: str = ""  # the queue's backlog hash (a subscription: its topic's)
     dlq_backlog: str = ""  # the dead-letter queue's backlog hash ("" without one)
+    fair: bool = False  # a fair queue: pulls serve quiet groups first (see pull.lua)
 
     @property
     def partitions(self) -> int:
@@ -168,7 +169,14 @@ def queue_consumer(tenant_id: str, queue: dict[str, Any]) -> Consumer:
         usage=usage_key(tenant_id),
         backlog=redis_keys.queue_backlog(tenant_id, queue["id"]),
         dlq_backlog=dlq_backlog,
+        fair=bool(queue.get("fair")),
     )
+
+
+def fair_keys(lease: str) -> tuple[str, str]:
+    """A fair queue's in-flight counts, kept beside its lease set (see fair_take in
+    _lib.lua): leased entry id -> group, and group -> leased count."""
+    return lease + ":fair", lease + ":fairn"
 
 
 def subscription_consumer(tenant_id: str, sub: dict[str, Any]) -> Consumer:

@@ -227,6 +227,7 @@ def test_create_queue_with_a_retry_backoff(acme: TenantCtx, owner: Client) -> No
         "retry_backoff_max",
         "max_backlog_messages",
         "max_backlog_bytes",
+        "fair",
     ]
     assert (form["retry_backoff_min"].initial, form["retry_backoff_max"].initial) == (0, 600)
     response = owner.post(
@@ -304,3 +305,17 @@ def test_a_refused_backoff_creates_no_subscription(acme: TenantCtx, owner: Clien
     assert audit_trail(acme) == []
     streams = [topic_partition_stream(str(acme.tenant.id), str(topic.id), p) for p in (0, 1)]
     assert [get_redis().xinfo_groups(stream) for stream in streams] == [[], []]
+
+
+def test_fair_mode_from_the_create_and_edit_forms(acme: TenantCtx, owner: Client) -> None:
+    """The create form makes a fair queue, the detail page says so, and the edit form
+    switches it off (one audit event each)."""
+    response = owner.post("/new/queue/", queue_form(fair="on"))
+    assert response.status_code == 302
+    queue = Queue.objects.for_tenant(acme.tenant).get()
+    assert queue.fair is True
+    page = owner.get("/queues/orders/").content.decode()
+    assert "<dt>Fair mode</dt><dd>on" in page
+    edit = owner.get("/queues/orders/edit/").context["form"]
+    assert edit["fair"].initial is True
+

@@ -176,3 +176,33 @@ local function dead_letter(stream, group, lease, retry, id, count, dlq, source, 
   backlog_add(dlq_backlog, 1, entry_bytes(out))
   return 1
 end
+
+-- Fair queues: per-group in-flight counts. Two hashes beside the lease set (same hash tag):
+-- `<lease>:fair` maps each leased entry id to its group (the message's key, '' without one),
+-- so a lease ending knows its group even when the entry is gone; its length is the queue's
+-- in-flight total. `<lease>:fairn` maps a group to its number of leased entries. Only scripts
+-- told that the queue is fair touch them (purge, delete and drop clear them whatever).
+local function fair_take(lease, id, g)
+  if redis.call('HSETNX', lease .. ':fair', id, g) == 1 then
+    redis.call('HINCRBY', lease .. ':fairn', g, 1)
+  end
+end
+
+local function fair_release(lease, id)
+  local map = lease .. ':fair'
+  local g = redis.call('HGET', map, id)
+  if g then
+    redis.call('HDEL', map, id)
+    if redis.call('HINCRBY', lease .. ':fairn', g, -1) <= 0 then
+      redis.call('HDEL', lease .. ':fairn', g)
+    end
+  end
+end
+
+-- A message's group in a fair queue: its key field, '' when it has none.
+local function entry_group(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'k' then return fields[i + 1] end
+  end
+  return ''
+end

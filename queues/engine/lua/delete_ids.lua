@@ -9,6 +9,9 @@
 -- touched: its messages are not in the stream yet, so no entry id names them. Every command
 -- here only removes, so a queue deleted meanwhile is not recreated: it has nothing to delete.
 local deleted, bytes = 0, 0
+if redis.call('EXISTS', KEYS[2] .. ':fair') == 1 then  -- a fair queue's in-flight counts
+  for i = 2, #ARGV do fair_release(KEYS[2], ARGV[i]) end
+end
 for i = 2, #ARGV do
   local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
   if #found > 0 then bytes = bytes + entry_bytes(found[1][2]) end

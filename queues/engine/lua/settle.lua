@@ -5,7 +5,7 @@
 -- KEYS[3P+3]      the queue's backlog hash (a subscription: its topic's, left alone here)
 -- KEYS[3P+4], KEYS[3P+5]  dead-letter stream and its queue's backlog hash (when configured)
 -- ARGV[1] mode: 'ack' | 'nack' | 'deadline'   ARGV[2] now (ms)   ARGV[3] consumer group
--- ARGV[4] P   ARGV[5] '1' for a queue   ARGV[6] ms: nack delay (-1: the backoff policy) or
+-- ARGV[4] P   ARGV[5] '1' for a queue, '2' for a fair queue   ARGV[6] ms: nack delay (-1: the backoff policy) or
 -- the new lease length for 'deadline' (0: deliverable now)   ARGV[7] max delivery attempts
 -- ARGV[8], ARGV[9] backoff min, max (ms)   ARGV[10] dead-letter source label
 -- ARGV[11] this hour's usage field of acked messages   ARGV[12] channel to notify   ARGV[13] dead-letter channel
@@ -25,7 +25,8 @@ local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 local group = ARGV[3]
 local P = tonumber(ARGV[4])
-local is_queue = ARGV[5] == '1'
+local is_queue = ARGV[5] == '1' or ARGV[5] == '2'
+local fair = ARGV[5] == '2'  -- a lease that ends leaves its group's in-flight count
 local ms = tonumber(ARGV[6])
 local max_attempts = tonumber(ARGV[7])
 local bmin, bmax = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -48,11 +49,13 @@ for i = first, #ARGV, 3 do
   local count = pending_count(stream, group, id)
   if count == nil then
     redis.call('ZREM', lease, id)  -- not pending any more: nothing to settle
+    if fair then fair_release(lease, id) end
   elseif not deadline or tonumber(deadline) <= now or count ~= attempt then
     stale[#stale + 1] = position
   elseif mode == 'ack' then
     redis.call('XACK', stream, group, id)
     redis.call('ZREM', lease, id)
+    if fair then fair_release(lease, id) end
     if is_queue then
       local found = redis.call('XRANGE', stream, id, id)
       if #found > 0 then backlog_add(backlog, -1, -entry_bytes(found[1][2])) end
@@ -65,12 +68,14 @@ for i = first, #ARGV, 3 do
   elseif max_attempts > 0 and count >= max_attempts and dlq then
     dead = dead + dead_letter(stream, group, lease, retry, id, count, dlq, ARGV[10],
       'max_delivery_attempts', is_queue, backlog, dlq_backlog)
+    if fair then fair_release(lease, id) end
     settled = settled + 1
   else
     local wait = ms
     if mode == 'deadline' then wait = 0 elseif wait < 0 then wait = backoff_ms(count, bmin, bmax) end
     redis.call('ZREM', lease, id)
     redis.call('ZADD', retry, now + wait, id)
+    if fair then fair_release(lease, id) end
     if wait == 0 then notify = notify + 1 end
     settled = settled + 1
   end

@@ -30,6 +30,7 @@ DEFAULTS = {
     "retry_backoff": {"min_seconds": 0, "max_seconds": 600},
     "max_backlog_messages": None,
     "max_backlog_bytes": None,
+    "fair": False,
 }
 EMPTY_STATS = {"available": 0, "in_flight": 0, "delayed": 0, "oldest_age_seconds": 0}
 
@@ -93,6 +94,7 @@ def test_create_with_every_setting(acme: TenantCtx) -> None:
         "retry_backoff": {"min_seconds": 2, "max_seconds": 60},
         "max_backlog_messages": 1000,
         "max_backlog_bytes": 1048576,
+        "fair": True,
     }
 
     response = post_json(acme.client, "/v1/queues", body)
@@ -483,6 +485,59 @@ def test_patch_rejects_bad_changes(acme: TenantCtx, payload: dict[str, Any], fie
     body = assert_problem(response, 400, "invalid_request")
     assert {name.split(".")[0] for name in field_errors(body)} == {field}
     assert snapshot(acme) == before
+
+
+def test_create_fair_is_audited_and_reaches_the_engine(acme: TenantCtx) -> None:
+    """fair: true is stored, in the audit event and in the queue document the data plane
+    reads; the queue then serves a quiet group before a noisy one."""
+    response = post_json(acme.client, "/v1/queues", {"name": "jobs", "fair": True})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["fair"] is True
+    assert queue_row(acme, "jobs").fair is True
+    event = AuditEvent.objects.for_tenant(acme.tenant).get(action="queue.create")
+    assert event.data == {"fair": True}
+    assert selectors.queue_document(queue_row(acme, "jobs"))["fair"] is True
+    assert queue_reader(acme, "jobs").fair is True
+
+
+@pytest.mark.parametrize("value", ["true", 1, None, {}])
+def test_create_rejects_a_fair_that_is_not_a_boolean(acme: TenantCtx, value: Any) -> None:
+    response = post_json(acme.client, "/v1/queues", {"name": "jobs", "fair": value})
+
+    body = assert_problem(response, 400, "invalid_request")
+    assert set(field_errors(body)) == {"fair"}
+    assert queue_names(acme) == []
+
+
+def test_patch_switches_fair_mode_and_audits_it(acme: TenantCtx) -> None:
+    make_queue(tenant=acme.tenant, name="jobs")
+    assert queue_reader(acme, "jobs").fair is False
+
+    response = patch_json(acme.client, "/v1/queues/jobs", {"fair": True})
+
+    assert response.status_code == 200, response.content
+    assert untimed(response.json()) == {"name": "jobs", **DEFAULTS, "fair": True}
+    assert acme.client.get("/v1/queues/jobs").json()["fair"] is True
+    assert queue_reader(acme, "jobs").fair is True
+    event = AuditEvent.objects.for_tenant(acme.tenant).get(action="queue.update")
+    assert event.data == {"fair": True}
+
+    off = patch_json(acme.client, "/v1/queues/jobs", {"fair": False})
+    assert off.status_code == 200, off.content
+    assert queue_row(acme, "jobs").fair is False
+
+
+def test_patch_rejects_a_fair_that_is_not_a_boolean(acme: TenantCtx) -> None:
+    make_queue(tenant=acme.tenant, name="jobs", fair=True)
+    before = snapshot(acme)
+
+    response = patch_json(acme.client, "/v1/queues/jobs", {"fair": "no"})
+
+    body = assert_problem(response, 400, "invalid_request")
+    assert set(field_errors(body)) == {"fair"}
+    assert snapshot(acme) == before
+    assert queue_row(acme, "jobs").fair is True
 
 
 # --- delete ---------------------------------------------------------------------------------
