@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
@@ -31,6 +33,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.security import SecurityMiddleware
 from django.urls import ResolverMatch
 
+from api.admission import PUBLISH, PULL, SETTLE, FairAdmission, RefusalMemory, caller_of
 from api.errors import problem_response
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
@@ -143,9 +146,41 @@ class DataPlaneApp:
 
     def __init__(self) -> None:
         self.headers = _Headers()
+        self.refusals = RefusalMemory()
+        self.admission = FairAdmission(settings.DATA_PLANE_TENANT_CONCURRENCY)
+        self._ops: dict[Any, str | None] = {}
+
+    def _op(self, match: ResolverMatch, method: str) -> str | None:
+        """The data-plane operation (publish, pull, settle) a POST to ``match`` is."""
+        key = (match.func, method)
+        if key not in self._ops:
+            cls = getattr(match.func, "cls", None)
+            verb = getattr(cls, "verb", None)
+            op: str | None = None
+            if method == "POST" and verb is not None:
+                op = PULL if verb == "pull" else SETTLE
+            elif method == "POST" and getattr(cls, "scope_map", {}).get("POST") == "publish":
+                op = PUBLISH
+            self._ops[key] = op
+        return self._ops[key]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match: ResolverMatch = scope["openplatform.match"]
+        started = time.time()
+        op = self._op(match, scope["method"])
+        caller = caller_of(scope) if op is not None else None
+        if caller is not None and op is not None and self.refusals:
+            refused = self.refusals.refusal(op, caller, scope)
+            if refused is not None:
+                # The script refused this scope's rate in this very second: so would it now.
+                headers = list(refused.headers)
+                if self.headers.hsts and scope.get("scheme") == "https":
+                    headers.append((b"strict-transport-security", self.headers.hsts.encode()))
+                await send(
+                    {"type": "http.response.start", "status": refused.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": refused.body})
+                return
         try:
             body = await self._read_body(receive)
         except _Disconnected:
@@ -161,6 +196,35 @@ class DataPlaneApp:
                 send,
             )
             return
+        # A long poll is not admitted: it mostly sleeps, and a slot held while it sleeps would
+        # starve the tenant's other calls (1,000 waiting pulls are a normal load). A caller
+        # not verifiable here (cold cache, bad key) waits in one shared line.
+        tenant = None
+        if op is not None and not _long_poll(op, body):
+            tenant = caller.tenant_id if caller is not None else ""
+        if tenant is not None:
+            await self.admission.acquire(tenant)
+            try:
+                response = await self._respond(scope, receive, match, body)
+            finally:
+                self.admission.release(tenant)
+        else:
+            response = await self._respond(scope, receive, match, body)
+        if response is None:
+            return
+        if response.status_code == 429 and caller is not None and op is not None:
+            self.refusals.remember(
+                op, caller, scope, started, body, 429, _encoded(response), response.content
+            )
+        await self._send(response, send)
+        # No response.close(): like request_started, the request_finished signal is Django's
+        # handler's business; its receivers tidy up database connections, which a data-plane
+        # request never opens on the event loop.
+
+    async def _respond(
+        self, scope: Scope, receive: Receive, match: ResolverMatch, body: bytes
+    ) -> HttpResponse | None:
+        """The view's response with the headers added; None when the client left a long poll."""
         request = ASGIRequest(scope, io.BytesIO(body))
         request.resolver_match = match
         response = self.headers.before(request)
@@ -174,14 +238,10 @@ class DataPlaneApp:
             if not view.done():
                 view.cancel()
                 await asyncio.gather(view, return_exceptions=True)
-                return
+                return None
             gone.cancel()
             response = view.result()
-        response = self.headers.after(request, response)
-        await self._send(response, send)
-        # No response.close(): like request_started, the request_finished signal is Django's
-        # handler's business; its receivers tidy up database connections, which a data-plane
-        # request never opens on the event loop.
+        return self.headers.after(request, response)
 
     @staticmethod
     async def _read_body(receive: Receive) -> bytes:
@@ -207,10 +267,24 @@ class DataPlaneApp:
 
     @staticmethod
     async def _send(response: HttpResponse, send: Send) -> None:
-        headers = [
-            (name.encode("latin1"), value.encode("latin1")) for name, value in response.items()
-        ]
+        headers = _encoded(response)
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         await send({"type": "http.response.body", "body": response.content})
+
+
+def _encoded(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    """The response's header fields as ASGI wants them."""
+    return [(name.encode("latin1"), value.encode("latin1")) for name, value in response.items()]
+
+
+def _long_poll(op: str | None, body: bytes) -> bool:
+    """Whether a pull asks to wait (``wait_seconds`` > 0); a malformed body does not."""
+    if op != PULL or b"wait_seconds" not in body:
+        return False
+    try:
+        wait = orjson.loads(body).get("wait_seconds")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(wait, int) and not isinstance(wait, bool) and wait > 0

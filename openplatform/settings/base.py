@@ -205,6 +205,11 @@ SPECTACULAR_SETTINGS = {
 # How long a process trusts its own copy of an API key, a tenant's limits or a name → stream
 # mapping before it asks Redis again. Revocation reaches every process within this time.
 HOT_CACHE_TTL_SECONDS = env("HOT_CACHE_TTL_SECONDS", 0.5)
+# How many data-plane requests (publish, pull, ack, nack, modify-deadline) of one tenant a
+# worker process serves at once; more wait their turn in that tenant's line (api.admission),
+# so a tenant at its limit does not take the event loop from the others. Long polls are not
+# counted while they wait.
+DATA_PLANE_TENANT_CONCURRENCY = env("DATA_PLANE_TENANT_CONCURRENCY", 4)
 
 # --- Abuse limits -----------------------------------------------------------------------------
 # Whose address a request is: REMOTE_ADDR, unless that is one of these proxies (addresses or
