@@ -267,10 +267,10 @@ def queue_create(
     fair: bool = False,
 ) -> Queue:
     """Create a queue (``fair``: its pulls serve quiet groups, by message key, before noisy
-    ones; see ARCHITECTURE.md, "Fair queues"). Bad settings are InvalidRequest; beyond the tenant's effective quotas
-    (``max_queues``, ``max_retention_seconds``) QuotaExceeded; a taken name Conflict. A
-    refusal stores nothing, in PostgreSQL or Redis. The count is taken with the tenant row
-    locked, so concurrent creations never overshoot ``max_queues``."""
+    ones; see ARCHITECTURE.md, "Fair queues"). Bad settings are InvalidRequest; beyond the
+    tenant's effective quotas (``max_queues``, ``max_retention_seconds``) QuotaExceeded; a
+    taken name Conflict. A refusal stores nothing, in PostgreSQL or Redis. The count is taken
+    with the tenant row locked, so concurrent creations never overshoot ``max_queues``."""
     queue = Queue(
         tenant=tenant,
         name=name,

@@ -401,7 +401,6 @@ def _consumer_kind(c: Consumer) -> int:
     return 2 if c.fair else 1
 
 
-
 def _consumer_keys(c: Consumer, second: int) -> list[str]:
     keys: list[str] = []
     for p in range(c.partitions):

@@ -318,4 +318,3 @@ def test_fair_mode_from_the_create_and_edit_forms(acme: TenantCtx, owner: Client
     assert "<dt>Fair mode</dt><dd>on" in page
     edit = owner.get("/queues/orders/edit/").context["form"]
     assert edit["fair"].initial is True
-
