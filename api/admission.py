@@ -224,7 +224,7 @@ class FairAdmission:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._running: dict[str, int] = {}
-        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._waiting: dict[str, deque[asyncio.Future[Any]]] = {}
 
     def running(self, tenant: str) -> int:
         return self._running.get(tenant, 0)
@@ -232,18 +232,20 @@ class FairAdmission:
     def waiting(self, tenant: str) -> int:
         return len(self._waiting.get(tenant, ()))
 
-    async def acquire(self, tenant: str) -> None:
-        """Wait for one of ``tenant``'s slots. Cancelled while waiting, it holds none."""
+    async def acquire(self, tenant: str) -> Any:
+        """Wait for one of ``tenant``'s slots: None once it holds one (release it after), or
+        the answer :meth:`shed` gave the tenant's waiters (then it holds none). Cancelled
+        while waiting, it holds none."""
         n = self._running.get(tenant, 0)
         if n < self.limit and tenant not in self._waiting:
             self._running[tenant] = n + 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant, deque()).append(future)
         try:
-            await future
+            return await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.result() is None:
                 self.release(tenant)  # the slot came with the cancellation: pass it on
             else:
                 queue = self._waiting.get(tenant)
@@ -252,6 +254,12 @@ class FairAdmission:
                     if not queue:
                         del self._waiting[tenant]
             raise
+
+    def shed(self, tenant: str, answer: Any) -> None:
+        """Answer every waiter of ``tenant`` with ``answer`` (they hold no slot)."""
+        for future in self._waiting.pop(tenant, ()):
+            if not future.done():
+                future.set_result(answer)
 
     def release(self, tenant: str) -> None:
         """Give ``tenant``'s slot to its next waiter, or free it."""

@@ -203,11 +203,20 @@ class DataPlaneApp:
         if op is not None and not _long_poll(op, body):
             tenant = caller.tenant_id if caller is not None else ""
         if tenant is not None:
-            await self.admission.acquire(tenant)
-            try:
-                response = await self._respond(scope, receive, match, body)
-            finally:
-                self.admission.release(tenant)
+            shed = await self.admission.acquire(tenant)
+            if shed is not None:
+                response = shed
+            else:
+                response = None
+                try:
+                    response = await self._respond(scope, receive, match, body)
+                finally:
+                    if response is not None and response.status_code == 503:
+                        # A backing service is down: the tenant's queued calls would wait
+                        # for a slot and then for the same timeout, so they get this answer
+                        # now (before release would hand the slot to one of them).
+                        self.admission.shed(tenant, response)
+                    self.admission.release(tenant)
         else:
             response = await self._respond(scope, receive, match, body)
         if response is None:

@@ -191,13 +191,18 @@ def problem_media_type(
     result: dict[str, Any], generator: object, request: object, public: bool
 ) -> dict[str, Any]:
     """A POSTPROCESSING_HOOK: error answers are ``application/problem+json`` (API.md), but
-    drf-spectacular labels every response with the renderer's ``application/json``."""
+    drf-spectacular labels every response with the renderer's media type (``application/json``,
+    or a download's ``text/csv`` / ``application/pdf``)."""
     for path in result.get("paths", {}).values():
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content") if isinstance(response, dict) else None
-                if str(status).startswith(("4", "5")) and content and "application/json" in content:
-                    content["application/problem+json"] = content.pop("application/json")
+                if str(status).startswith(("4", "5")) and content:
+                    if "application/problem+json" not in content:
+                        media_type = next(iter(content))
+                        content["application/problem+json"] = content.pop(media_type)
+                    for other in [m for m in content if m != "application/problem+json"]:
+                        del content[other]
     return result
 
 

@@ -152,6 +152,26 @@ async def test_a_cancelled_waiter_holds_no_slot() -> None:
     assert admission.running("t") == 1
 
 
+async def test_waiters_behind_an_unavailable_answer_get_it_at_once() -> None:
+    """When a call finds a backing service down, the tenant's queued calls get that answer
+    instead of a slot (they would wait for one, then for the same timeout); another tenant's
+    waiters and the slots themselves are untouched."""
+    admission = FairAdmission(1)
+    assert await admission.acquire("t") is None
+    assert await admission.acquire("u") is None
+    waiters = [asyncio.ensure_future(admission.acquire("t")) for _ in range(3)]
+    other = asyncio.ensure_future(admission.acquire("u"))
+    await asyncio.sleep(0)
+    admission.shed("t", "503 answer")
+    admission.release("t")
+    assert await asyncio.gather(*waiters) == ["503 answer"] * 3
+    assert (admission.running("t"), admission.waiting("t")) == (0, 0)
+    assert not other.done()
+    admission.release("u")
+    assert await other is None
+    assert admission.running("u") == 1
+
+
 async def test_long_polls_are_not_admitted_so_they_never_hold_a_slot(
     app: Any, client: httpx.AsyncClient
 ) -> None:
