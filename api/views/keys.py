@@ -33,6 +33,19 @@ KEY_LIMIT_HELP = (
 )
 
 
+def _key_limit_field(name: str) -> StrictIntegerField:
+    """An optional key limit of a create body: 1..its column's maximum, or null (the
+    tenant's holds)."""
+    return StrictIntegerField(
+        min_value=1,
+        max_value=services.KEY_LIMIT_MAX[name],
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=KEY_LIMIT_HELP,
+    )
+
+
 class KeyOutputSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     name = serializers.CharField()
@@ -124,30 +137,9 @@ class KeyListCreateView(KeyAPIView):
             "resource (only a caller without patterns may grant that).",
         )
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-        publish_rate_per_second = StrictIntegerField(
-            min_value=1,
-            max_value=services.KEY_LIMIT_MAX["publish_rate_per_second"],
-            required=False,
-            allow_null=True,
-            default=None,
-            help_text=KEY_LIMIT_HELP,
-        )
-        consume_rate_per_second = StrictIntegerField(
-            min_value=1,
-            max_value=services.KEY_LIMIT_MAX["consume_rate_per_second"],
-            required=False,
-            allow_null=True,
-            default=None,
-            help_text=KEY_LIMIT_HELP,
-        )
-        monthly_messages = StrictIntegerField(
-            min_value=1,
-            max_value=services.KEY_LIMIT_MAX["monthly_messages"],
-            required=False,
-            allow_null=True,
-            default=None,
-            help_text=KEY_LIMIT_HELP,
-        )
+        publish_rate_per_second = _key_limit_field("publish_rate_per_second")
+        consume_rate_per_second = _key_limit_field("consume_rate_per_second")
+        monthly_messages = _key_limit_field("monthly_messages")
 
     @extend_schema(
         operation_id="keys_list",
